@@ -1,0 +1,85 @@
+"""Settings: ``VOXRELAY_*`` environment variables, each also a ``voxrelay serve`` flag."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+PROVIDERS = ("echo", "openai", "azure")
+SAMPLE_RATES = (8000, 16000, 24000, 48000)
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the async driver for plain ``sqlite://`` and ``postgresql://`` URLs."""
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite+aiosqlite:///./voxrelay.db"
+    redis_url: str | None = None
+    provider: str = "echo"
+    grace_seconds: float = 60.0
+    log_level: str = "info"
+    # Largest body of a non-streaming request (JSON, one short audio POST).
+    max_body_bytes: int = 1 << 20
+    # The replay buffer keeps at least ``grace_seconds`` of events, within this bound.
+    replay_max_bytes: int = 16 << 20
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_url: str = "wss://api.openai.com/v1/realtime"
+    openai_model: str = "gpt-realtime"
+    azure_endpoint: str | None = None
+    azure_api_key: str | None = field(default=None, repr=False)
+    azure_deployment: str | None = None
+    azure_api_version: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {self.provider!r}; choose one of {PROVIDERS}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(_env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+_UNPREFIXED = {
+    "openai_api_key": "OPENAI_API_KEY",
+    "azure_endpoint": "AZURE_OPENAI_ENDPOINT",
+    "azure_api_key": "AZURE_OPENAI_API_KEY",
+    "azure_deployment": "AZURE_OPENAI_DEPLOYMENT",
+    "azure_api_version": "AZURE_OPENAI_API_VERSION",
+}
+
+
+def _env_name(name: str) -> str:
+    return _UNPREFIXED.get(name, "VOXRELAY_" + name.upper())
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    text = str(type_name)
+    if text.startswith("int"):
+        return int(raw)
+    if text.startswith("float"):
+        return float(raw)
+    return raw

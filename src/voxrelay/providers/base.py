@@ -1,0 +1,64 @@
+"""The one small interface every upstream adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from voxrelay.events import ModelEvent, Role
+
+TurnDetection = Literal["server_vad", "manual"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    instructions: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    turn_detection: TurnDetection = "server_vad"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    """An earlier turn, replayed upstream when a conversation resumes."""
+
+    role: Role
+    text: str
+
+
+class ProviderError(Exception):
+    """The upstream could not be reached or refused the session."""
+
+
+class Provider(Protocol):
+    """One live link to an upstream voice model, owned by one session.
+
+    ``input_rate`` is the PCM16 rate ``send_audio`` expects; ``output_rate``
+    the rate of every ``AudioDelta`` it emits. ``events`` is consumed by
+    exactly one reader and ends when the link closes.
+    """
+
+    input_rate: int
+    output_rate: int
+
+    async def open(self, options: SessionOptions, history: Sequence[HistoryMessage]) -> None: ...
+
+    async def send_audio(self, pcm: bytes) -> None: ...
+
+    async def commit(self) -> None:
+        """End the user's turn: commit buffered audio and ask for a response."""
+        ...
+
+    async def send_text(self, item_id: str, text: str) -> None:
+        """Add a typed user message with this item id and ask for a response."""
+        ...
+
+    async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
+        """Stop the response in progress; with ``played_ms``, forget the unheard rest
+        of assistant item ``item_id``."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def events(self) -> AsyncIterator[ModelEvent]: ...
