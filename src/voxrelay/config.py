@@ -32,6 +32,9 @@ class Settings:
     log_level: str = "info"
     # Largest body of a non-streaming request (JSON, one short audio POST).
     max_body_bytes: int = 1 << 20
+    # Largest single upload body (a chunked upload may last a whole conversation).
+    max_upload_bytes: int = 256 << 20
+    keepalive_seconds: float = 15.0
     # The replay buffer keeps at least ``grace_seconds`` of events, within this bound.
     replay_max_bytes: int = 16 << 20
     openai_api_key: str | None = field(default=None, repr=False)

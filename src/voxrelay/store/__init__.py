@@ -1,0 +1,45 @@
+"""Persistent storage: device tokens, conversations, messages, sessions.
+
+SQLAlchemy 2 async on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL
+(``postgresql+asyncpg://...``); the schema is migrated by Alembic at
+:meth:`Store.open`.
+"""
+
+from .engine import alembic_config, make_engine, migrate, upgrade
+from .errors import (
+    ConversationExists,
+    ConversationNotFound,
+    InvalidCursor,
+    MessageExists,
+    MessageNotFound,
+    NotFound,
+    SessionExists,
+    StoreError,
+)
+from .ids import hash_token, new_id, new_token
+from .records import Conversation, ConversationSummary, DeviceToken, Message, SessionRecord
+from .store import Store
+
+__all__ = [
+    "Conversation",
+    "ConversationExists",
+    "ConversationNotFound",
+    "ConversationSummary",
+    "DeviceToken",
+    "InvalidCursor",
+    "Message",
+    "MessageExists",
+    "MessageNotFound",
+    "NotFound",
+    "SessionExists",
+    "SessionRecord",
+    "Store",
+    "StoreError",
+    "alembic_config",
+    "hash_token",
+    "make_engine",
+    "migrate",
+    "new_id",
+    "new_token",
+    "upgrade",
+]

@@ -1,0 +1,48 @@
+"""Device tokens: who is asking, and on behalf of which user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from voxrelay.errors import ApiError
+from voxrelay.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    name: str
+    user_id: str | None
+
+    def acting_user(self, requested: str | None = None) -> str:
+        """The user whose conversations this device sees.
+
+        A token bound to a user always acts for it. A token created without
+        ``--user`` acts for the ``userId`` a request names, else for a user of
+        its own (``device:NAME``).
+        """
+        if self.user_id is not None:
+            return self.user_id
+        return requested or f"device:{self.name}"
+
+
+def bearer_token(connection: HTTPConnection, *, allow_query: bool = False) -> str | None:
+    header = connection.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if allow_query:
+        return connection.query_params.get("access_token") or None
+    return None
+
+
+async def authenticate(store: Store, token: str | None) -> Device:
+    if not token:
+        raise ApiError(
+            401, "unauthorized", "a device token is required (Authorization: Bearer ...)"
+        )
+    record = await store.authenticate(token)
+    if record is None:
+        raise ApiError(401, "unauthorized", "the device token is unknown or revoked")
+    return Device(record.device, record.user_id)

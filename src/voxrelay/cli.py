@@ -1,0 +1,142 @@
+"""The ``voxrelay`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from voxrelay import __version__
+from voxrelay.config import Settings, _env_name
+from voxrelay.providers.base import ProviderError
+from voxrelay.store import Store
+
+_SERVE_FLAGS = (
+    "host",
+    "port",
+    "database_url",
+    "redis_url",
+    "provider",
+    "grace_seconds",
+    "log_level",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.run(args)
+    except (ProviderError, ValueError) as error:
+        print(f"voxrelay: {error}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxrelay", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"voxrelay {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="run the server")
+    types = {f.name: f for f in fields(Settings)}
+    for name in _SERVE_FLAGS:
+        kind = str(types[name].type)
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int if kind.startswith("int") else float if kind.startswith("float") else str,
+            default=None,
+            help=f"(env {_env_name(name)}; default {types[name].default!r})",
+        )
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="manage device tokens")
+    token.add_argument("--database-url", default=None, help="(env VOXRELAY_DATABASE_URL)")
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create", help="create a token; it is printed once, on the last line"
+    )
+    create.add_argument("--device", required=True, help="a name for the device")
+    create.add_argument("--user", default=None, help="the user whose conversations it sees")
+    create.set_defaults(run=_token_create)
+    listing = actions.add_parser("list", help="list tokens (never the tokens themselves)")
+    listing.set_defaults(run=_token_list)
+    revoke = actions.add_parser("revoke", help="revoke every token of a device")
+    revoke.add_argument("device")
+    revoke.set_defaults(run=_token_revoke)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {name: getattr(args, name, None) for name in _SERVE_FLAGS}
+    return Settings.from_env(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from voxrelay.providers import provider_factory
+    from voxrelay.server import run
+
+    settings = _settings(args)
+    provider_factory(settings)  # fail now on missing credentials
+    run(settings)
+    return 0
+
+
+async def _with_store(args: argparse.Namespace) -> Store:
+    return await Store.open(_settings(args).database_url)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    async def go() -> str:
+        store = await _with_store(args)
+        try:
+            record, token = await store.create_token(args.device, args.user)
+        finally:
+            await store.close()
+        user = record.user_id or f"device:{record.device} (or the userId a request names)"
+        print(f"device: {record.device}\nuser: {user}\ntoken (shown once):")
+        return token
+
+    print(asyncio.run(go()))
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    async def go() -> None:
+        store = await _with_store(args)
+        try:
+            tokens = await store.list_tokens()
+        finally:
+            await store.close()
+        print(f"{'DEVICE':24} {'USER':24} {'CREATED':27} STATUS")
+        for t in tokens:
+            status = "revoked" if t.revoked_at else "active"
+            print(f"{t.device:24} {t.user_id or '-':24} {t.created_at.isoformat():27} {status}")
+
+    asyncio.run(go())
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        store = await _with_store(args)
+        try:
+            return await store.revoke_token(args.device)
+        finally:
+            await store.close()
+
+    count = asyncio.run(go())
+    if count == 0:
+        print(f"no active token for device {args.device!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {count} token(s) of device {args.device!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The numbered log of a session's client-facing events.
+
+A stream is nothing but a cursor over this log: live delivery and
+``Last-Event-ID`` replay are one code path, and any number of listeners cost
+one append each. The log is bounded by age and bytes; a cursor that fell
+behind its tail is told so with a ``ReplayGap`` and resumes at the oldest
+event still held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Event:
+    id: int
+    type: str
+    data: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+    _json: str | None = None
+
+    @property
+    def json(self) -> str:
+        """``data`` as JSON, encoded once however many listeners send it."""
+        if self._json is None:
+            self._json = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
+        return self._json
+
+    @property
+    def size(self) -> int:
+        audio = self.data.get("audio")
+        return 128 + (len(audio) if isinstance(audio, str) else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayGap:
+    """The listener asked for events older than the log still holds."""
+
+    requested_after: int
+    resumed_at: int
+
+
+class EventLog:
+    def __init__(self, *, keep_seconds: float, max_bytes: int) -> None:
+        self._events: deque[Event] = deque()
+        self._keep_seconds = keep_seconds
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._last_id = 0
+        self._closed = False
+        self._appended = asyncio.Event()
+
+    @property
+    def last_id(self) -> int:
+        return self._last_id
+
+    @property
+    def oldest_id(self) -> int:
+        return self._events[0].id if self._events else self._last_id + 1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def append(self, type: str, data: dict[str, Any]) -> Event:
+        if self._closed:
+            raise RuntimeError("event log is closed")
+        self._last_id += 1
+        event = Event(self._last_id, type, data)
+        self._events.append(event)
+        self._bytes += event.size
+        self._trim(event.at)
+        self._wake()
+        return event
+
+    def close(self) -> None:
+        """No more events; listeners drain what is left and stop."""
+        self._closed = True
+        self._wake()
+
+    def get(self, event_id: int) -> Event | None:
+        index = event_id - self.oldest_id
+        if 0 <= index < len(self._events):
+            return self._events[index]
+        return None
+
+    async def follow(self, after: int) -> AsyncIterator[Event | ReplayGap]:
+        """Every event with an id above ``after``, then each new one as it comes."""
+        position = after + 1
+        while True:
+            oldest = self.oldest_id
+            if position < oldest:
+                yield ReplayGap(requested_after=position - 1, resumed_at=oldest)
+                position = oldest
+            while position <= self._last_id:
+                event = self._events[position - oldest]
+                position += 1
+                yield event
+                oldest = self.oldest_id
+                if position < oldest:
+                    break
+            else:
+                if self._closed:
+                    return
+                await self._appended.wait()
+
+    def _wake(self) -> None:
+        # Waking every waiter then re-arming: each waiter already holds its own
+        # resolved future, so clearing at once loses no wake-up.
+        self._appended.set()
+        self._appended.clear()
+
+    def _trim(self, now: float) -> None:
+        events = self._events
+        while len(events) > 1 and (
+            self._bytes > self._max_bytes or now - events[0].at > self._keep_seconds
+        ):
+            self._bytes -= events.popleft().size

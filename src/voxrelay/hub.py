@@ -1,0 +1,157 @@
+"""Where live sessions are started, found, kept alive and ended on this node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+
+from voxrelay import metrics
+from voxrelay.config import Settings
+from voxrelay.providers.base import HistoryMessage, Provider, SessionOptions
+from voxrelay.session import EndReason, Session
+from voxrelay.store import Store
+
+log = logging.getLogger(__name__)
+
+ProviderFactory = Callable[[], Provider]
+
+
+class ConversationBusy(Exception):
+    """The conversation already has an active session."""
+
+
+class SessionHub:
+    def __init__(self, store: Store, settings: Settings, provider_factory: ProviderFactory) -> None:
+        self._store = store
+        self._settings = settings
+        self._provider_factory = provider_factory
+        self._sessions: dict[str, Session] = {}
+        self._by_conversation: dict[str, Session] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+        self._idle_timers: dict[str, asyncio.TimerHandle] = {}
+        self._closing = False
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def for_conversation(self, conversation_id: str) -> Session | None:
+        return self._by_conversation.get(conversation_id)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    async def start(
+        self,
+        *,
+        user_id: str,
+        conversation_id: str,
+        input_rate: int,
+        output_rate: int,
+        options: SessionOptions,
+        join_active: bool = False,
+    ) -> Session:
+        """Start a session on an existing conversation (the caller created or
+        checked it). With ``join_active`` an active session is returned instead
+        of ``ConversationBusy``."""
+        lock = self._starting.setdefault(conversation_id, asyncio.Lock())
+        try:
+            async with lock:
+                active = self._by_conversation.get(conversation_id)
+                if active is not None and active.active:
+                    if join_active:
+                        return active
+                    raise ConversationBusy(conversation_id)
+                return await self._open(user_id, conversation_id, input_rate, output_rate, options)
+        finally:
+            if not lock.locked():
+                self._starting.pop(conversation_id, None)
+
+    async def _open(
+        self,
+        user_id: str,
+        conversation_id: str,
+        input_rate: int,
+        output_rate: int,
+        options: SessionOptions,
+    ) -> Session:
+        if self._closing:
+            raise RuntimeError("the server is shutting down")
+        messages = await self._store.list_messages(conversation_id)
+        history = [HistoryMessage(m.role, m.text) for m in messages if m.text]  # type: ignore[arg-type]
+        provider = self._provider_factory()
+        metrics.UPSTREAM_CONNECTS.inc()
+        try:
+            await provider.open(options, history)
+        except Exception:
+            metrics.UPSTREAM_FAILURES.inc()
+            with contextlib.suppress(Exception):
+                await provider.close()
+            raise
+        record = await self._store.create_session(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            input_sample_rate=input_rate,
+            output_sample_rate=output_rate,
+            turn_detection=options.turn_detection,
+            options={k: v for k, v in asdict(options).items() if v is not None},
+        )
+        session = Session(
+            id=record.id,
+            conversation_id=conversation_id,
+            user_id=user_id,
+            created_at=record.created_at,
+            input_rate=input_rate,
+            output_rate=output_rate,
+            turn_detection=options.turn_detection,
+            provider=provider,
+            store=self._store,
+            log_keep_seconds=max(self._settings.grace_seconds, 1.0),
+            log_max_bytes=self._settings.replay_max_bytes,
+            next_position=(messages[-1].position + 1) if messages else 0,
+        )
+        session.on_idle = self._arm_idle_timer
+        session.on_active = self._disarm_idle_timer
+        self._sessions[session.id] = session
+        self._by_conversation[conversation_id] = session
+        session.start()
+        metrics.SESSIONS_STARTED.inc()
+        metrics.ACTIVE_SESSIONS.inc()
+        asyncio.get_running_loop().create_task(self._forget_when_ended(session))
+        self._arm_idle_timer(session)
+        return session
+
+    async def _forget_when_ended(self, session: Session) -> None:
+        await session.wait_ended()
+        self._disarm_idle_timer(session)
+        self._sessions.pop(session.id, None)
+        if self._by_conversation.get(session.conversation_id) is session:
+            del self._by_conversation[session.conversation_id]
+        metrics.ACTIVE_SESSIONS.dec()
+
+    # A session nobody listens to (no stream, socket or upload) lives on for the
+    # grace period, waiting for its client to come back, then ends.
+    def _arm_idle_timer(self, session: Session) -> None:
+        self._disarm_idle_timer(session)
+        if session.active:
+            loop = asyncio.get_running_loop()
+            self._idle_timers[session.id] = loop.call_later(
+                self._settings.grace_seconds, self._end_idle, session
+            )
+
+    def _disarm_idle_timer(self, session: Session) -> None:
+        timer = self._idle_timers.pop(session.id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _end_idle(self, session: Session) -> None:
+        self._idle_timers.pop(session.id, None)
+        if session.listeners == 0 and session.active:
+            asyncio.get_running_loop().create_task(session.end("idle_timeout"))
+
+    async def end_all(self, reason: EndReason) -> None:
+        self._closing = True
+        sessions = list(self._sessions.values())
+        await asyncio.gather(*(s.end(reason) for s in sessions), return_exceptions=True)

@@ -1,0 +1,185 @@
+"""A deterministic upstream that needs no network: it answers every turn by
+echoing it, with the same event sequence a real realtime model produces.
+
+Spoken turns are detected by signal energy (or ended by ``commit``) and
+answered with the user's own audio played back; typed turns are answered
+with "You said: ..." and a tone as long as the words would take to say.
+Used as the zero-configuration default and by tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+
+from voxrelay.audio import SAMPLE_WIDTH, duration_ms
+from voxrelay.events import (
+    AudioDelta,
+    InputCommitted,
+    ModelError,
+    ModelEvent,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptDone,
+)
+from voxrelay.providers.base import HistoryMessage, SessionOptions
+
+RATE = 24000
+FRAME_BYTES = RATE // 50 * SAMPLE_WIDTH  # 20 ms
+SPEECH_RMS = 500.0
+FRAMES_TO_START = 3  # 60 ms of sound starts a turn
+FRAMES_TO_STOP = 25  # 500 ms of quiet ends it
+CHUNK_BYTES = RATE // 10 * SAMPLE_WIDTH  # answer audio in 100 ms deltas
+MS_PER_CHARACTER = 60
+
+
+class EchoProvider:
+    input_rate = RATE
+    output_rate = RATE
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[ModelEvent | None] = asyncio.Queue()
+        self._options = SessionOptions()
+        self._history: list[HistoryMessage] = []
+        self._pending = bytearray()  # not yet a whole 20 ms frame
+        self._turn = bytearray()  # audio of the user's current turn
+        self._loud_frames = 0
+        self._quiet_frames = 0
+        self._speaking = False
+        self._item_id: str | None = None
+        self._counter = 0
+        self._response: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def history(self) -> list[HistoryMessage]:
+        """Earlier turns replayed at open, then every turn since."""
+        return self._history
+
+    async def open(self, options: SessionOptions, history: Sequence[HistoryMessage]) -> None:
+        self._options = options
+        self._history = list(history)
+
+    async def send_audio(self, pcm: bytes) -> None:
+        if self._options.turn_detection == "manual":
+            self._turn += pcm
+            return
+        self._pending += pcm
+        while len(self._pending) >= FRAME_BYTES:
+            frame = bytes(self._pending[:FRAME_BYTES])
+            del self._pending[:FRAME_BYTES]
+            self._vad_frame(frame)
+
+    async def commit(self) -> None:
+        if not self._turn and not self._speaking:
+            self._emit(ModelError("input_audio_buffer_commit_empty", "no audio to commit"))
+            return
+        self._end_turn(stopped=self._speaking)
+
+    async def send_text(self, item_id: str, text: str) -> None:
+        self._history.append(HistoryMessage("user", text))
+        self._respond(f"You said: {text}", _tone(_spoken_ms(text)))
+
+    async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
+        if self._response is not None and not self._response.done():
+            self._response.cancel()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._response is not None:
+            self._response.cancel()
+        self._events.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[ModelEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    def _emit(self, event: ModelEvent) -> None:
+        if not self._closed:
+            self._events.put_nowait(event)
+
+    def _next_id(self, prefix: str) -> str:
+        self._counter += 1
+        return f"{prefix}_echo{self._counter:06d}"
+
+    def _vad_frame(self, frame: bytes) -> None:
+        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+        loud = math.sqrt(float(np.mean(samples * samples))) >= SPEECH_RMS
+        if self._speaking:
+            self._turn += frame
+            self._quiet_frames = 0 if loud else self._quiet_frames + 1
+            if self._quiet_frames >= FRAMES_TO_STOP:
+                self._end_turn(stopped=True)
+            return
+        self._loud_frames = self._loud_frames + 1 if loud else 0
+        self._turn += frame
+        # Keep a little audio from before the turn began, as real VADs do.
+        del self._turn[: max(0, len(self._turn) - FRAME_BYTES * (FRAMES_TO_START + 15))]
+        if self._loud_frames >= FRAMES_TO_START:
+            self._speaking = True
+            self._quiet_frames = 0
+            self._item_id = self._next_id("item")
+            self._emit(SpeechStarted(self._item_id))
+            if self._response is not None and not self._response.done():
+                self._response.cancel()  # barge-in, like a server VAD does
+
+    def _end_turn(self, *, stopped: bool) -> None:
+        item_id = self._item_id or self._next_id("item")
+        if stopped:
+            self._emit(SpeechStopped(item_id))
+        audio = bytes(self._turn)
+        self._turn.clear()
+        self._speaking = False
+        self._loud_frames = self._quiet_frames = 0
+        self._item_id = None
+        self._emit(InputCommitted(item_id))
+        heard = f"({duration_ms(len(audio), RATE) / 1000:.2f} seconds of audio)"
+        self._emit(TranscriptDone("user", item_id, heard))
+        self._history.append(HistoryMessage("user", heard))
+        self._respond(f"You said: {heard}", audio)
+
+    def _respond(self, text: str, audio: bytes) -> None:
+        if self._response is not None and not self._response.done():
+            self._response.cancel()
+        self._response = asyncio.get_running_loop().create_task(
+            self._stream_response(self._next_id("resp"), self._next_id("item"), text, audio)
+        )
+
+    async def _stream_response(
+        self, response_id: str, item_id: str, text: str, audio: bytes
+    ) -> None:
+        self._emit(ResponseStarted(response_id))
+        words = text.split(" ")
+        chunks = [audio[i : i + CHUNK_BYTES] for i in range(0, len(audio), CHUNK_BYTES)]
+        said: list[str] = []
+        status: str = "completed"
+        try:
+            for index in range(max(len(words), len(chunks))):
+                if index < len(chunks):
+                    self._emit(AudioDelta(response_id, item_id, chunks[index]))
+                if index < len(words):
+                    delta = words[index] if index == 0 else " " + words[index]
+                    said.append(delta)
+                    self._emit(TranscriptDelta("assistant", item_id, delta))
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            status = "cancelled"
+        spoken = "".join(said)
+        self._emit(TranscriptDone("assistant", item_id, spoken))
+        self._history.append(HistoryMessage("assistant", spoken))
+        self._emit(ResponseDone(response_id, "completed" if status == "completed" else "cancelled"))
+
+
+def _spoken_ms(text: str) -> int:
+    return max(300, len(text) * MS_PER_CHARACTER)
+
+
+def _tone(ms: int, hz: float = 440.0) -> bytes:
+    t = np.arange(int(RATE * ms / 1000)) / RATE
+    return (np.sin(2 * math.pi * hz * t) * 6000).astype("<i2").tobytes()

@@ -1,0 +1,66 @@
+"""Running the app under uvicorn, with a shutdown that ends every session
+cleanly (``conversation_ended`` with reason ``server_shutdown``) before
+connections close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from voxrelay.app import create_app
+from voxrelay.config import Settings
+
+
+class Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shutting_down = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._shutting_down or self._loop is None:
+            return super().handle_exit(sig, frame)
+        self._shutting_down = True
+        self._loop.call_soon_threadsafe(self._end_sessions_then_exit, sig, frame)
+
+    def _end_sessions_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        app = self.config.app
+        hub = getattr(getattr(app, "state", None), "hub", None)
+        if hub is None:
+            return super().handle_exit(sig, frame)
+        ending = asyncio.get_running_loop().create_task(hub.end_all("server_shutdown"))
+        ending.add_done_callback(lambda _: super(Server, self).handle_exit(sig, frame))
+
+    def stop(self) -> None:
+        """Shut down gracefully, from any thread (tests run servers in threads)."""
+        import signal
+
+        self.handle_exit(signal.SIGTERM, None)
+
+
+def make_server(settings: Settings, app: FastAPI | None = None) -> Server:
+    config = uvicorn.Config(
+        app or create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    return Server(config)
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    make_server(settings).run()

@@ -1,0 +1,488 @@
+"""A live conversation: the one place that owns it.
+
+A ``Session`` holds the upstream link, turns the provider's events into the
+numbered client-facing event log, and persists each finished turn. Requests
+from transports (audio, commit, text, interrupt) are messages to its owner
+task, which applies them in order; every way a session ends (client, idle,
+shutdown, upstream failure) goes through ``end(reason)``, which flushes the
+stored transcript and writes ``conversation_ended`` last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from voxrelay import metrics
+from voxrelay.audio import StreamResampler, duration_ms
+from voxrelay.eventlog import EventLog
+from voxrelay.events import (
+    AudioDelta,
+    InputCommitted,
+    ModelError,
+    ModelEvent,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptDone,
+)
+from voxrelay.providers.base import Provider, TurnDetection
+from voxrelay.store import Store
+
+log = logging.getLogger(__name__)
+
+EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
+
+# An upstream complaint about cancelling when nothing is in progress is noise
+# to the client: the interrupt it asked for already holds.
+_QUIET_ERRORS = frozenset({"response_cancel_not_active"})
+
+
+class SessionEnded(Exception):
+    """The session is no longer active."""
+
+
+def new_item_id() -> str:
+    return "item_" + secrets.token_hex(12)
+
+
+@dataclass(slots=True)
+class _AssistantItem:
+    item_id: str
+    response_id: str
+    position: int
+    audio_bytes: int = 0
+    text: str = ""
+    heard_fraction: float | None = None
+    message_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Command:
+    kind: Literal["audio", "commit", "text", "interrupt"]
+    audio: bytes = b""
+    rate: int = 0
+    text: str = ""
+    item_id: str = ""
+    played_ms: int | None = None
+    done: asyncio.Future[None] | None = None
+
+
+@dataclass(slots=True)
+class _Turn:
+    """Timing of the answer to one user turn, stored with the answer."""
+
+    committed_at: float = field(default_factory=time.monotonic)
+    first_audio_ms: float | None = None
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        id: str,
+        conversation_id: str,
+        user_id: str,
+        created_at: datetime,
+        input_rate: int,
+        output_rate: int,
+        turn_detection: TurnDetection,
+        provider: Provider,
+        store: Store,
+        log_keep_seconds: float,
+        log_max_bytes: int,
+        next_position: int,
+    ) -> None:
+        self.id = id
+        self.conversation_id = conversation_id
+        self.user_id = user_id
+        self.created_at = created_at
+        self.input_rate = input_rate
+        self.output_rate = output_rate
+        self.turn_detection = turn_detection
+        self.status: Literal["active", "ended"] = "active"
+        self.end_reason: EndReason | None = None
+        self.log = EventLog(keep_seconds=log_keep_seconds, max_bytes=log_max_bytes)
+        self.listeners = 0
+        self.on_idle: Callable[[Session], None] | None = None
+        self.on_active: Callable[[Session], None] | None = None
+        self._provider = provider
+        self._store = store
+        self._next_position = next_position
+        self._positions: dict[str, int] = {}
+        self._resamplers: dict[int, StreamResampler] = {}
+        self._output = StreamResampler(provider.output_rate, output_rate)
+        self._assistant: dict[str, _AssistantItem] = {}
+        self._last_assistant: _AssistantItem | None = None
+        self._responding: str | None = None
+        self._turn: _Turn | None = None
+        self._commands: asyncio.Queue[_Command] = asyncio.Queue(maxsize=256)
+        self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ended = asyncio.Event()
+        self._ending: asyncio.Task[None] | None = None
+        # Upload ``seq`` numbers already forwarded, with their byte counts.
+        self.seqs_taken: dict[int, int] = {}
+        self.log.append(
+            "conversation_started",
+            {
+                "conversationId": conversation_id,
+                "sessionId": id,
+                "inputSampleRate": input_rate,
+                "outputSampleRate": output_rate,
+            },
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin pumping; the provider must already be open."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._pump_model_events(), name=f"{self.id}-events"),
+            loop.create_task(self._pump_commands(), name=f"{self.id}-commands"),
+            loop.create_task(self._write_transcripts(), name=f"{self.id}-writes"),
+        ]
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    async def end(self, reason: EndReason) -> None:
+        """End once, whoever asks first; later callers wait for the same ending."""
+        if self._ending is None:
+            self._ending = asyncio.get_running_loop().create_task(self._end(reason))
+        await asyncio.shield(self._ending)
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    async def _end(self, reason: EndReason) -> None:
+        self.status = "ended"
+        self.end_reason = reason
+        pumps = self._tasks[:2]
+        current = asyncio.current_task()
+        for task in pumps:
+            if task is not current:
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await self._provider.close()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        self._fail_pending_commands()
+        self._store_unfinished_answers()
+        self._writes.put_nowait(None)
+        if len(self._tasks) > 2:
+            await asyncio.gather(self._tasks[2], return_exceptions=True)
+        try:
+            await self._store.end_session(self.id, reason)
+        except Exception:
+            log.exception("could not mark session %s ended", self.id)
+        self.log.append(
+            "conversation_ended", {"conversationId": self.conversation_id, "reason": reason}
+        )
+        self.log.close()
+        self._ended.set()
+        metrics.SESSIONS_ENDED.labels(reason=reason).inc()
+
+    # -- listeners -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        """Count a listener or an upload in progress: the session is not idle."""
+        self.listeners += 1
+        if self.listeners == 1 and self.on_active is not None:
+            self.on_active(self)
+        try:
+            yield
+        finally:
+            self.listeners -= 1
+            if self.listeners == 0 and self.on_idle is not None:
+                self.on_idle(self)
+
+    # -- requests from transports ------------------------------------------------------
+
+    async def send_audio(self, pcm: bytes, rate: int | None = None) -> None:
+        """Queue client audio (at ``rate``, default the session's input rate)."""
+        await self._put(_Command("audio", audio=pcm, rate=rate or self.input_rate))
+
+    async def commit(self) -> None:
+        await self._request(_Command("commit"))
+
+    async def send_text(self, text: str) -> str:
+        item_id = new_item_id()
+        await self._request(_Command("text", text=text, item_id=item_id))
+        return item_id
+
+    async def interrupt(self, played_ms: int | None = None) -> None:
+        await self._request(_Command("interrupt", played_ms=played_ms))
+
+    async def _put(self, command: _Command) -> None:
+        if not self.active:
+            raise SessionEnded(self.id)
+        await self._commands.put(command)
+
+    async def _request(self, command: _Command) -> None:
+        """Queue a command and wait until the owner has applied it."""
+        command.done = asyncio.get_running_loop().create_future()
+        await self._put(command)
+        await command.done
+
+    def _fail_pending_commands(self) -> None:
+        while not self._commands.empty():
+            command = self._commands.get_nowait()
+            if command.done is not None and not command.done.done():
+                command.done.set_exception(SessionEnded(self.id))
+
+    # -- the owner's loops ---------------------------------------------------------------
+
+    async def _pump_commands(self) -> None:
+        while True:
+            command = await self._commands.get()
+            try:
+                await self._apply(command)
+            except Exception as error:
+                if command.done is not None and not command.done.done():
+                    command.done.set_exception(error)
+                if not isinstance(error, SessionEnded):
+                    log.warning("upstream rejected %s: %s", command.kind, error)
+                    self._publish_error("upstream_error", "the upstream did not take the request")
+                    if command.done is None:
+                        continue
+                continue
+            if command.done is not None and not command.done.done():
+                command.done.set_result(None)
+
+    async def _apply(self, command: _Command) -> None:
+        if command.kind == "audio":
+            resampler = self._resamplers.get(command.rate)
+            if resampler is None:
+                resampler = StreamResampler(command.rate, self._provider.input_rate)
+                self._resamplers[command.rate] = resampler
+            pcm = resampler.feed(command.audio)
+            if pcm:
+                await self._provider.send_audio(pcm)
+        elif command.kind == "commit":
+            self._turn = _Turn()
+            await self._provider.commit()
+        elif command.kind == "text":
+            self._turn = _Turn()
+            position = self._position_of(command.item_id)
+            self._persist_message("user", command.text, position, command.item_id)
+            self.log.append(
+                "transcript",
+                {"role": "user", "itemId": command.item_id, "text": command.text, "final": True},
+            )
+            await self._provider.send_text(command.item_id, command.text)
+        elif command.kind == "interrupt":
+            await self._interrupt(command.played_ms)
+
+    async def _interrupt(self, played_ms: int | None) -> None:
+        item = self._last_assistant
+        heard_ms: int | None = None
+        if item is not None and played_ms is not None:
+            total_ms = duration_ms(item.audio_bytes, self._provider.output_rate)
+            heard_ms = int(min(max(played_ms, 0), total_ms))
+            item.heard_fraction = heard_ms / total_ms if total_ms > 0 else 0.0
+            if item.message_id is not None:
+                # The answer was already stored whole: cut it to what was heard.
+                text = cut_to_fraction(item.text, item.heard_fraction)
+                item.text = text
+                self._update_message(item.message_id, text)
+                self._publish_final("assistant", item.item_id, text)
+        if self._responding is not None or heard_ms is not None:
+            await self._provider.cancel(item.item_id if item else None, heard_ms)
+
+    async def _pump_model_events(self) -> None:
+        reason: EndReason = "upstream_failed"
+        try:
+            async for event in self._provider.events():
+                self._on_model_event(event)
+                if isinstance(event, ModelError) and event.fatal:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("upstream link of session %s failed", self.id)
+        if self.active:
+            metrics.UPSTREAM_FAILURES.inc()
+            asyncio.get_running_loop().create_task(self.end(reason))
+
+    def _on_model_event(self, event: ModelEvent) -> None:
+        if isinstance(event, AudioDelta):
+            self._on_audio(event)
+        elif isinstance(event, TranscriptDelta):
+            self._position_of(event.item_id)
+            if event.role == "assistant":
+                self._assistant_item(event.item_id).text += event.delta
+            self.log.append(
+                "transcript", {"role": event.role, "itemId": event.item_id, "delta": event.delta}
+            )
+        elif isinstance(event, TranscriptDone):
+            self._on_transcript_done(event)
+        elif isinstance(event, SpeechStarted):
+            self._position_of(event.item_id)
+            self.log.append("speech_started", {"itemId": event.item_id})
+        elif isinstance(event, SpeechStopped):
+            self._turn = _Turn()
+            self.log.append("speech_stopped", {"itemId": event.item_id})
+        elif isinstance(event, InputCommitted):
+            self._position_of(event.item_id)
+            if self._turn is None:
+                self._turn = _Turn()
+        elif isinstance(event, ResponseStarted):
+            self._responding = event.response_id
+            self.log.append("response_started", {"responseId": event.response_id})
+        elif isinstance(event, ResponseDone):
+            self._on_response_done(event)
+        elif isinstance(event, ModelError) and event.code not in _QUIET_ERRORS:
+            self._publish_error(event.code, event.message)
+
+    def _on_audio(self, event: AudioDelta) -> None:
+        item = self._assistant_item(event.item_id, event.response_id)
+        item.audio_bytes += len(event.pcm)
+        turn = self._turn
+        if turn is not None and turn.first_audio_ms is None:
+            turn.first_audio_ms = (time.monotonic() - turn.committed_at) * 1000
+            metrics.FIRST_AUDIO_SECONDS.observe(turn.first_audio_ms / 1000)
+        pcm = self._output.feed(event.pcm)
+        if pcm:
+            metrics.AUDIO_BYTES.labels(direction="out").inc(len(pcm))
+            self.log.append(
+                "audio",
+                {"responseId": event.response_id, "audio": base64.b64encode(pcm).decode("ascii")},
+            )
+
+    def _on_transcript_done(self, event: TranscriptDone) -> None:
+        position = self._position_of(event.item_id)
+        text = event.text
+        if event.role == "user":
+            if text.strip():
+                self._persist_message("user", text, position, event.item_id)
+            self._publish_final("user", event.item_id, text)
+            return
+        item = self._assistant_item(event.item_id)
+        if item.heard_fraction is not None:
+            text = cut_to_fraction(text, item.heard_fraction)
+        item.text = text
+        if item.message_id is None and text.strip():
+            item.message_id = self._persist_message(
+                "assistant", text, position, event.item_id, meta=self._latency_meta()
+            )
+            metrics.TURNS.inc()
+        self._publish_final("assistant", event.item_id, text)
+
+    def _on_response_done(self, event: ResponseDone) -> None:
+        if self._responding == event.response_id:
+            self._responding = None
+        for item in self._assistant.values():
+            if item.response_id == event.response_id and item.message_id is None and item.text:
+                # The upstream never sent a final transcript (failed mid-answer):
+                # keep what was said.
+                self._on_transcript_done(TranscriptDone("assistant", item.item_id, item.text))
+        self._turn = None
+        self.log.append("response_done", {"responseId": event.response_id, "status": event.status})
+
+    def _store_unfinished_answers(self) -> None:
+        for item in self._assistant.values():
+            if item.message_id is None and item.text.strip():
+                text = item.text
+                if item.heard_fraction is not None:
+                    text = cut_to_fraction(text, item.heard_fraction)
+                item.message_id = self._persist_message(
+                    "assistant", text, item.position, item.item_id
+                )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _assistant_item(self, item_id: str, response_id: str | None = None) -> _AssistantItem:
+        item = self._assistant.get(item_id)
+        if item is None:
+            item = _AssistantItem(
+                item_id, response_id or self._responding or "", self._position_of(item_id)
+            )
+            self._assistant[item_id] = item
+            self._last_assistant = item
+            # Only the latest answer can still be interrupted; forget the rest.
+            for old in [
+                key for key, value in self._assistant.items() if value.message_id and key != item_id
+            ]:
+                del self._assistant[old]
+        return item
+
+    def _position_of(self, item_id: str) -> int:
+        """Messages are ordered by when their item first appeared, not when its
+        transcript finished (a user transcript may land after the answer began)."""
+        position = self._positions.get(item_id)
+        if position is None:
+            position = self._positions[item_id] = self._next_position
+            self._next_position += 1
+        return position
+
+    def _latency_meta(self) -> dict[str, Any] | None:
+        if self._turn is None or self._turn.first_audio_ms is None:
+            return None
+        return {"firstAudioMs": round(self._turn.first_audio_ms, 1)}
+
+    def _publish_final(self, role: str, item_id: str, text: str) -> None:
+        self.log.append(
+            "transcript", {"role": role, "itemId": item_id, "text": text, "final": True}
+        )
+
+    def _publish_error(self, code: str, message: str) -> None:
+        if not self.log.closed:
+            self.log.append("error", {"code": code, "message": message})
+
+    def _persist_message(
+        self, role: str, text: str, position: int, item_id: str, meta: dict[str, Any] | None = None
+    ) -> str:
+        """Queue the write; return the message id at once so later edits can name it."""
+        message_id = "msg_" + secrets.token_hex(12)
+
+        async def write() -> None:
+            await self._store.add_message(
+                self.conversation_id,
+                role=role,
+                text=text,
+                position=position,
+                item_id=item_id,
+                meta=meta,
+                message_id=message_id,
+            )
+
+        self._writes.put_nowait(write)
+        return message_id
+
+    def _update_message(self, message_id: str, text: str) -> None:
+        async def write() -> None:
+            await self._store.update_message(message_id, text=text)
+
+        self._writes.put_nowait(write)
+
+    async def _write_transcripts(self) -> None:
+        # Writes leave the event pump at once and land in order here, so a slow
+        # database never holds back audio.
+        while (write := await self._writes.get()) is not None:
+            for attempt in range(3):
+                try:
+                    await write()
+                    break
+                except Exception:
+                    log.exception("storing a message of %s failed (try %d)", self.id, attempt + 1)
+                    await asyncio.sleep(0.2 * (attempt + 1))
+
+
+def cut_to_fraction(text: str, fraction: float) -> str:
+    """The words of ``text`` that fit in the heard ``fraction`` of its audio."""
+    words = text.split()
+    keep = round(len(words) * max(0.0, min(1.0, fraction)))
+    return " ".join(words[:keep])

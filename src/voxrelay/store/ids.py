@@ -1,0 +1,40 @@
+"""Identifiers and device-token secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+CONVERSATION_PREFIX = "conv_"
+SESSION_PREFIX = "sess_"
+MESSAGE_PREFIX = "msg_"
+TOKEN_ID_PREFIX = "tok_"
+TOKEN_PREFIX = "vxr_"
+
+#: Longest id a caller may choose for a conversation or a session.
+MAX_ID_LENGTH = 128
+
+
+def new_id(prefix: str) -> str:
+    """``prefix`` + 24 lowercase hex characters (96 random bits)."""
+    return prefix + secrets.token_hex(12)
+
+
+def new_token() -> str:
+    """A fresh device token: ``vxr_`` + 43 url-safe characters (256 random bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex digest of a token: what is stored instead of the token.
+
+    Tokens carry 256 random bits, so a fast unsalted hash is enough: there is
+    nothing to brute-force, and it keeps the lookup a single indexed equality.
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_id(value: str, what: str) -> str:
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable() or value != value.strip():
+        raise ValueError(f"{what} must be 1 to {MAX_ID_LENGTH} printable characters")
+    return value

@@ -1,0 +1,135 @@
+"""ORM tables. Keep in step with ``migrations/versions``: a test compares the two."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .ids import MAX_ID_LENGTH
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ROLES = ("user", "assistant")
+SESSION_STATUSES = ("active", "ended")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC ``datetime`` on every backend.
+
+    PostgreSQL keeps it in ``timestamptz``. SQLite has no time zones: the value
+    is stored as naive UTC text (which also sorts and compares correctly) and
+    comes back with ``tzinfo=UTC`` attached.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime given to the store; use an aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JSONDict = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+Id = String(MAX_ID_LENGTH)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDict}
+
+
+class DeviceTokenRow(Base):
+    __tablename__ = "device_tokens"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    device: Mapped[str] = mapped_column(String, index=True)
+    user_id: Mapped[str | None] = mapped_column(String)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class ConversationRow(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        # Serves ``user_id`` lookups and the newest-first listing with its cursor.
+        Index(None, "user_id", "updated_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index(None, "conversation_id", "position"),
+        CheckConstraint("role IN ('user', 'assistant')", name="role"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        Id, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    item_id: Mapped[str | None] = mapped_column(String)
+    meta: Mapped[dict[str, Any] | None]
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (CheckConstraint("status IN ('active', 'ended')", name="status"),)
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        Id, ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String)
+    input_sample_rate: Mapped[int] = mapped_column(Integer)
+    output_sample_rate: Mapped[int] = mapped_column(Integer)
+    turn_detection: Mapped[str] = mapped_column(String(32))
+    options: Mapped[dict[str, Any] | None]
