@@ -36,9 +36,12 @@ class Server(uvicorn.Server):
         app = self.config.app
         hub = getattr(getattr(app, "state", None), "hub", None)
         if hub is None:
-            return super().handle_exit(sig, frame)
+            self.should_exit = True
+            return
         ending = asyncio.get_running_loop().create_task(hub.end_all("server_shutdown"))
-        ending.add_done_callback(lambda _: super(Server, self).handle_exit(sig, frame))
+        # Not uvicorn's handle_exit: it would re-raise the signal once serving
+        # stops, and a shutdown that ended every session cleanly should exit 0.
+        ending.add_done_callback(lambda _: setattr(self, "should_exit", True))
 
     def stop(self) -> None:
         """Shut down gracefully, from any thread (tests run servers in threads)."""

@@ -1,0 +1,158 @@
+"""The `voxrelay` command, run as a user runs it: as a separate process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import services
+from harness import EventReader
+
+from voxrelay.client import VoxrelayClient
+
+VOXRELAY = str(Path(sys.executable).with_name("voxrelay"))
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VOXRELAY, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "VOXRELAY_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "VOXRELAY_LOG_LEVEL": "warning",
+    }
+
+
+def test_token_create_list_revoke(env: dict[str, str]) -> None:
+    created = _run("token", "create", "--device", "kitchen-watch", "--user", "alice", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("vxr_") and len(token) > 40
+    listed = _run("token", "list", env=env)
+    assert listed.returncode == 0
+    assert "kitchen-watch" in listed.stdout and "alice" in listed.stdout
+    assert "active" in listed.stdout
+    assert token not in listed.stdout
+    revoked = _run("token", "revoke", "kitchen-watch", env=env)
+    assert revoked.returncode == 0
+    assert "revoked" in _run("token", "list", env=env).stdout
+    again = _run("token", "revoke", "kitchen-watch", env=env)
+    assert again.returncode == 1
+    assert "no active token" in again.stderr
+
+
+def test_serve_refuses_a_cloud_provider_without_its_key(env: dict[str, str]) -> None:
+    env = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    result = _run("serve", "--provider", "openai", env=env)
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr
+    unknown = _run("serve", "--provider", "nonsense", env=env)
+    assert unknown.returncode == 2
+    assert "unknown provider" in unknown.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def serve(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str, dict[str, str]]]:
+    def start(extra: dict[str, str]) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
+        port = _free_port()
+        full = {**env, **extra}
+        process = subprocess.Popen(
+            [VOXRELAY, "serve", "--port", str(port)],
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(process)
+        return process, f"http://127.0.0.1:{port}", full
+
+    started: list[subprocess.Popen[str]] = []
+    yield start  # type: ignore[misc]
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+async def _wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"server exited: {process.stdout.read() if process.stdout else ''}"
+                )
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("server did not become healthy")
+
+
+async def _conversation_over_the_cli_server(serve, extra: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    process, url, env = serve(extra)
+    await _wait_healthy(url, process)
+    created = _run("token", "create", "--device", "watch", "--user", "alice", env=env)
+    token = created.stdout.strip().splitlines()[-1]
+    async with VoxrelayClient(url, token) as client:
+        assert (await client.http.get("/readyz")).status_code == 200
+        reader = EventReader(client.events())
+        started = await reader.wait_for("conversation_started")
+        conversation_id = started.data["conversationId"]
+        await client.text(conversation_id, "hello from the command line")
+        await reader.wait_for("response_done")
+        # SIGTERM: every session ends with server_shutdown, then the process exits.
+        process.send_signal(signal.SIGTERM)
+        ended = await reader.wait_for("conversation_ended")
+        assert ended.data["reason"] == "server_shutdown"
+        await reader.close()
+    assert await asyncio.get_running_loop().run_in_executor(None, process.wait, 20) == 0
+
+    process, url, env = serve(extra)
+    await _wait_healthy(url, process)
+    async with VoxrelayClient(url, token) as client:
+        listed = await client.conversations()
+        assert [c["id"] for c in listed] == [conversation_id]
+        messages = (await client.conversation(conversation_id))["messages"]
+        assert [m["text"] for m in messages] == [
+            "hello from the command line",
+            "You said: hello from the command line",
+        ]
+        status = (await client.get_session(started.data["sessionId"]))["status"]
+        assert status == "ended"
+
+
+async def test_serve_holds_a_conversation_and_shuts_down_cleanly(serve) -> None:  # type: ignore[no-untyped-def]
+    await _conversation_over_the_cli_server(serve, {})
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    services.require_or_skip("postgresql", "PostgreSQL is not running on 127.0.0.1:5432")
+    async with services.postgres_database() as url:
+        yield url
+
+
+async def test_serve_on_postgresql(serve, postgres_url: str) -> None:  # type: ignore[no-untyped-def]
+    await _conversation_over_the_cli_server(serve, {"VOXRELAY_DATABASE_URL": postgres_url})
