@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-PROVIDERS = ("echo", "openai", "azure")
+PROVIDERS = ("echo", "local", "openai", "azure")
 SAMPLE_RATES = (8000, 16000, 24000, 48000)
 
 
@@ -44,6 +44,10 @@ class Settings:
     azure_api_key: str | None = field(default=None, repr=False)
     azure_deployment: str | None = None
     azure_api_version: str | None = None
+    # The local provider's replies: any OpenAI-compatible chat-completions server.
+    local_llm_url: str | None = None
+    local_llm_model: str | None = None
+    local_llm_api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
