@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         )
     serve.set_defaults(run=_serve)
 
+    talk = commands.add_parser(
+        "talk", help="talk to a server: a WAV file, a typed turn or the microphone"
+    )
+    from voxrelay import talk as talk_module
+
+    talk_module.add_arguments(talk)
+    talk.set_defaults(run=_talk)
+
     token = commands.add_parser("token", help="manage device tokens")
     token.add_argument("--database-url", default=None, help="(env VOXRELAY_DATABASE_URL)")
     actions = token.add_subparsers(dest="action", required=True)
@@ -89,6 +97,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _with_store(args: argparse.Namespace) -> Store:
     return await Store.open(_settings(args).database_url)
+
+
+def _talk(args: argparse.Namespace) -> int:
+    from voxrelay import talk
+
+    return talk.run(talk.options_from(args))
 
 
 def _token_create(args: argparse.Namespace) -> int:
