@@ -19,7 +19,7 @@ from voxrelay.talk import TalkOptions, talk
 WAV = "sense_and_sensibility_01_austen_64kb-0880.wav"
 
 
-@pytest.mark.parametrize("transport", ["http"])
+@pytest.mark.parametrize("transport", ["http", "socketio", "ws"])
 async def test_talk_streams_a_wav_and_saves_the_answer(
     server: RunningServer, tmp_path: Path, transport: str
 ) -> None:

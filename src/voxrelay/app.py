@@ -16,10 +16,10 @@ from voxrelay import __version__, metrics
 from voxrelay.config import Settings
 from voxrelay.errors import error_body, install_error_handlers
 from voxrelay.hub import SessionHub
-from voxrelay.providers import provider_factory
+from voxrelay.providers import provider_factory, warm_up
 from voxrelay.providers.base import Provider
 from voxrelay.store import Store
-from voxrelay.transports import http
+from voxrelay.transports import http, openai_ws, socketio
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def create_app(
             from redis.asyncio import Redis
 
             redis = Redis.from_url(settings.redis_url)
+        if make_provider is None:
+            warm_up(settings)
         hub = SessionHub(store, settings, factory)
         app.state.store, app.state.hub, app.state.redis = store, hub, redis
         try:
@@ -62,6 +64,8 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(http.router)
+    app.include_router(openai_ws.router)
+    socketio.mount(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -27,7 +27,7 @@ class Settings:
     port: int = 8000
     database_url: str = "sqlite+aiosqlite:///./voxrelay.db"
     redis_url: str | None = None
-    provider: str = "echo"
+    provider: str = "local"
     grace_seconds: float = 60.0
     log_level: str = "info"
     # Largest body of a non-streaming request (JSON, one short audio POST).

@@ -7,11 +7,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 from voxrelay import metrics
 from voxrelay.config import Settings
 from voxrelay.providers.base import HistoryMessage, Provider, SessionOptions
-from voxrelay.session import EndReason, Session
+from voxrelay.session import EndReason, RawProvider, Session
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,13 @@ class SessionHub:
         messages = await self._store.list_messages(conversation_id)
         history = [HistoryMessage(m.role, m.text) for m in messages if m.text]  # type: ignore[arg-type]
         provider = self._provider_factory()
+        # An OpenAI-protocol upstream's own events also reach the session's raw
+        # pass-through; those seen while opening (session.created) wait for it.
+        raw = provider if isinstance(provider, RawProvider) else None
+        opening: list[dict[str, Any]] = []
+        own_listener = raw.on_raw if raw is not None else None
+        if raw is not None:
+            raw.on_raw = _both(own_listener, opening.append)
         metrics.UPSTREAM_CONNECTS.inc()
         try:
             await provider.open(options, history)
@@ -114,6 +122,10 @@ class SessionHub:
         )
         session.on_idle = self._arm_idle_timer
         session.on_active = self._disarm_idle_timer
+        if raw is not None:
+            for event in opening:
+                session.on_raw(event)
+            raw.on_raw = _both(own_listener, session.on_raw)
         self._sessions[session.id] = session
         self._by_conversation[conversation_id] = session
         session.start()
@@ -155,3 +167,17 @@ class SessionHub:
         self._closing = True
         sessions = list(self._sessions.values())
         await asyncio.gather(*(s.end(reason) for s in sessions), return_exceptions=True)
+
+
+def _both(
+    first: Callable[[dict[str, Any]], None] | None, then: Callable[[dict[str, Any]], None]
+) -> Callable[[dict[str, Any]], None]:
+    """``then``, after the listener a provider may have been made with."""
+    if first is None:
+        return then
+
+    def both(event: dict[str, Any]) -> None:
+        first(event)
+        then(event)
+
+    return both

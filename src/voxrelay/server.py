@@ -5,6 +5,7 @@ connections close."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from types import FrameType
@@ -34,11 +35,10 @@ class Server(uvicorn.Server):
 
     def _end_sessions_then_exit(self, sig: int, frame: FrameType | None) -> None:
         app = self.config.app
-        hub = getattr(getattr(app, "state", None), "hub", None)
-        if hub is None:
+        if not isinstance(app, FastAPI) or getattr(app.state, "hub", None) is None:
             self.should_exit = True
             return
-        ending = asyncio.get_running_loop().create_task(hub.end_all("server_shutdown"))
+        ending = asyncio.get_running_loop().create_task(_end_everything(app))
         # Not uvicorn's handle_exit: it would re-raise the signal once serving
         # stops, and a shutdown that ended every session cleanly should exit 0.
         ending.add_done_callback(lambda _: setattr(self, "should_exit", True))
@@ -48,6 +48,17 @@ class Server(uvicorn.Server):
         import signal
 
         self.handle_exit(signal.SIGTERM, None)
+
+
+async def _end_everything(app: FastAPI) -> None:
+    """End every session (each listener gets ``conversation_ended``), then drop
+    Socket.IO clients, whose long-polling requests would otherwise hold the
+    shutdown open until uvicorn's timeout."""
+    await app.state.hub.end_all("server_shutdown")
+    sio = getattr(app.state, "socketio", None)
+    if sio is not None:
+        with contextlib.suppress(Exception):
+            await sio.eio.disconnect()
 
 
 def make_server(settings: Settings, app: FastAPI | None = None) -> Server:

@@ -6,6 +6,13 @@ from transports (audio, commit, text, interrupt) are messages to its owner
 task, which applies them in order; every way a session ends (client, idle,
 shutdown, upstream failure) goes through ``end(reason)``, which flushes the
 stored transcript and writes ``conversation_ended`` last.
+
+Beside the normalized log, a session whose provider speaks the OpenAI Realtime
+protocol (``RawProvider``) offers a raw pass-through for the OpenAI-compatible
+WebSocket: ``raw_events`` subscribes to the upstream's own events, ``send_raw``
+sends an upstream event as a command to the owner. The session still owns the
+conversation: the provider maps the same upstream events into the log, so
+transcripts are stored and other listeners see normalized events as usual.
 """
 
 from __future__ import annotations
@@ -16,10 +23,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from voxrelay import metrics
 from voxrelay.audio import StreamResampler, duration_ms
@@ -48,6 +55,23 @@ EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_f
 _QUIET_ERRORS = frozenset({"response_cancel_not_active"})
 
 
+RawListener = Callable[[dict[str, Any]], None]
+
+
+@runtime_checkable
+class RawProvider(Protocol):
+    """A provider that speaks the OpenAI Realtime protocol upstream (openai, azure):
+    ``on_raw`` sees every upstream event as parsed JSON, ``send_raw`` sends one as is,
+    and ``dialect`` (``"ga"`` or ``"beta"``) says which names and shapes it uses."""
+
+    on_raw: RawListener | None
+
+    @property
+    def dialect(self) -> str: ...
+
+    async def send_raw(self, event: Mapping[str, Any]) -> None: ...
+
+
 class SessionEnded(Exception):
     """The session is no longer active."""
 
@@ -69,12 +93,13 @@ class _AssistantItem:
 
 @dataclass(slots=True)
 class _Command:
-    kind: Literal["audio", "commit", "text", "interrupt"]
+    kind: Literal["audio", "commit", "text", "interrupt", "user_text", "heard", "raw"]
     audio: bytes = b""
     rate: int = 0
     text: str = ""
     item_id: str = ""
     played_ms: int | None = None
+    raw: Mapping[str, Any] | None = None
     done: asyncio.Future[None] | None = None
 
 
@@ -117,6 +142,14 @@ class Session:
         self.on_idle: Callable[[Session], None] | None = None
         self.on_active: Callable[[Session], None] | None = None
         self._provider = provider
+        self._raw_provider = provider if isinstance(provider, RawProvider) else None
+        self._raw_listeners: list[RawListener] = []
+        # The upstream's latest session object (from session.created / session.updated);
+        # settled once the upstream has answered the server's own session.update.
+        self.raw_session: dict[str, Any] | None = None
+        self.raw_session_settled = False
+        # User text items already stored by ``add_user_text``.
+        self._recorded_texts: set[str] = set()
         self._store = store
         self._next_position = next_position
         self._positions: dict[str, int] = {}
@@ -209,6 +242,44 @@ class Session:
             if self.listeners == 0 and self.on_idle is not None:
                 self.on_idle(self)
 
+    # -- raw pass-through (OpenAI-protocol upstreams only) ---------------------------------
+
+    @property
+    def raw_dialect(self) -> str | None:
+        """The upstream's OpenAI Realtime dialect, or None without a raw pass-through."""
+        return self._raw_provider.dialect if self._raw_provider is not None else None
+
+    @property
+    def raw_transcription_model(self) -> str | None:
+        """The input transcription model the server chose for the upstream, if known."""
+        model = getattr(self._raw_provider, "transcription_model", None)
+        return model if isinstance(model, str) else None
+
+    @contextlib.contextmanager
+    def raw_events(self, listener: RawListener) -> Iterator[None]:
+        """Call ``listener`` with every upstream event while the block runs."""
+        if self._raw_provider is None:
+            raise TypeError("this session's provider has no raw pass-through")
+        self._raw_listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._raw_listeners.remove(listener)
+
+    def on_raw(self, event: dict[str, Any]) -> None:
+        """The provider's ``on_raw``: remember the upstream's session, fan the event out."""
+        if event.get("type") in ("session.created", "session.updated"):
+            session = event.get("session")
+            if isinstance(session, dict):
+                self.raw_session = session
+        if event.get("type") == "session.updated":
+            self.raw_session_settled = True
+        for listener in list(self._raw_listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("a raw listener of session %s failed", self.id)
+
     # -- requests from transports ------------------------------------------------------
 
     async def send_audio(self, pcm: bytes, rate: int | None = None) -> None:
@@ -218,10 +289,31 @@ class Session:
     async def commit(self) -> None:
         await self._request(_Command("commit"))
 
-    async def send_text(self, text: str) -> str:
-        item_id = new_item_id()
+    async def send_text(self, text: str, item_id: str | None = None) -> str:
+        """Send a typed user message upstream and ask for an answer. With the
+        ``item_id`` of a message already stored by ``add_user_text``, it is not
+        stored or published again."""
+        item_id = item_id or new_item_id()
         await self._request(_Command("text", text=text, item_id=item_id))
         return item_id
+
+    async def add_user_text(self, item_id: str, text: str) -> None:
+        """Store a typed user message whose item id the client chose, in its place
+        in the conversation, and publish its final transcript; nothing goes upstream
+        (the caller sends the item itself, raw or with ``send_text``)."""
+        await self._request(_Command("user_text", text=text, item_id=item_id))
+
+    async def note_heard(self, item_id: str, played_ms: int) -> None:
+        """The user heard only ``played_ms`` of assistant item ``item_id``: cut its stored
+        transcript as ``interrupt`` does, without telling the upstream (a pass-through
+        client sends its own ``conversation.item.truncate``)."""
+        await self._request(_Command("heard", item_id=item_id, played_ms=played_ms))
+
+    async def send_raw(self, event: Mapping[str, Any]) -> None:
+        """Send an upstream event as is, in order with every other request."""
+        if self._raw_provider is None:
+            raise TypeError("this session's provider has no raw pass-through")
+        await self._request(_Command("raw", raw=event))
 
     async def interrupt(self, played_ms: int | None = None) -> None:
         await self._request(_Command("interrupt", played_ms=played_ms))
@@ -276,31 +368,51 @@ class Session:
             await self._provider.commit()
         elif command.kind == "text":
             self._turn = _Turn()
-            position = self._position_of(command.item_id)
-            self._persist_message("user", command.text, position, command.item_id)
-            self.log.append(
-                "transcript",
-                {"role": "user", "itemId": command.item_id, "text": command.text, "final": True},
-            )
+            if command.item_id in self._recorded_texts:
+                self._recorded_texts.discard(command.item_id)
+            else:
+                self._record_user_text(command.item_id, command.text)
             await self._provider.send_text(command.item_id, command.text)
+        elif command.kind == "user_text":
+            self._turn = _Turn()
+            self._record_user_text(command.item_id, command.text)
+            self._recorded_texts.add(command.item_id)
         elif command.kind == "interrupt":
             await self._interrupt(command.played_ms)
+        elif command.kind == "heard":
+            item = self._last_assistant
+            if item is not None and item.item_id == command.item_id:
+                self._cut_to_heard(item, command.played_ms or 0)
+        elif command.kind == "raw" and command.raw is not None:
+            assert self._raw_provider is not None
+            await self._raw_provider.send_raw(command.raw)
+
+    def _record_user_text(self, item_id: str, text: str) -> None:
+        position = self._position_of(item_id)
+        self._persist_message("user", text, position, item_id)
+        self._publish_final("user", item_id, text)
 
     async def _interrupt(self, played_ms: int | None) -> None:
         item = self._last_assistant
         heard_ms: int | None = None
         if item is not None and played_ms is not None:
-            total_ms = duration_ms(item.audio_bytes, self._provider.output_rate)
-            heard_ms = int(min(max(played_ms, 0), total_ms))
-            item.heard_fraction = heard_ms / total_ms if total_ms > 0 else 0.0
-            if item.message_id is not None:
-                # The answer was already stored whole: cut it to what was heard.
-                text = cut_to_fraction(item.text, item.heard_fraction)
-                item.text = text
-                self._update_message(item.message_id, text)
-                self._publish_final("assistant", item.item_id, text)
+            heard_ms = self._cut_to_heard(item, played_ms)
         if self._responding is not None or heard_ms is not None:
             await self._provider.cancel(item.item_id if item else None, heard_ms)
+
+    def _cut_to_heard(self, item: _AssistantItem, played_ms: int) -> int:
+        """Remember how much of ``item`` was heard (cutting its stored text if it
+        was already stored); returns the heard milliseconds."""
+        total_ms = duration_ms(item.audio_bytes, self._provider.output_rate)
+        heard_ms = int(min(max(played_ms, 0), total_ms))
+        item.heard_fraction = heard_ms / total_ms if total_ms > 0 else 0.0
+        if item.message_id is not None:
+            # The answer was already stored whole: cut it to what was heard.
+            text = cut_to_fraction(item.text, item.heard_fraction)
+            item.text = text
+            self._update_message(item.message_id, text)
+            self._publish_final("assistant", item.item_id, text)
+        return heard_ms
 
     async def _pump_model_events(self) -> None:
         reason: EndReason = "upstream_failed"
@@ -359,7 +471,11 @@ class Session:
             metrics.AUDIO_BYTES.labels(direction="out").inc(len(pcm))
             self.log.append(
                 "audio",
-                {"responseId": event.response_id, "audio": base64.b64encode(pcm).decode("ascii")},
+                {
+                    "responseId": event.response_id,
+                    "itemId": event.item_id,
+                    "audio": base64.b64encode(pcm).decode("ascii"),
+                },
             )
 
     def _on_transcript_done(self, event: TranscriptDone) -> None:

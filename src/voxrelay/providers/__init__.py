@@ -17,6 +17,10 @@ def provider_factory(settings: Settings) -> Callable[[], Provider]:
         from voxrelay.providers.echo import EchoProvider
 
         return EchoProvider
+    if settings.provider == "local":
+        from voxrelay.providers.local import LocalProvider
+
+        return lambda: LocalProvider.from_settings(settings)
     if settings.provider == "openai":
         from voxrelay.providers.openai import openai_provider
 
@@ -39,3 +43,14 @@ def provider_factory(settings: Settings) -> Callable[[], Provider]:
             raise ProviderError(f"the azure provider needs {', '.join(missing)}")
         return lambda: azure_provider(settings)
     raise ProviderError(f"unknown provider {settings.provider!r}")
+
+
+def warm_up(settings: Settings) -> None:
+    """Load what the configured provider would otherwise load at its first turn,
+    in the background, so start-up does not wait for it."""
+    if settings.provider == "local":
+        import threading
+
+        from voxrelay.providers._speech import decoder_pool
+
+        threading.Thread(target=decoder_pool().prewarm, name="asr-prewarm", daemon=True).start()

@@ -208,7 +208,7 @@ async def _live_session(
     raise ApiError(409, "no_active_session", "the conversation has no active session; start one")
 
 
-async def _start_session(
+async def start_session(
     store: Store,
     hub: SessionHub,
     user_id: str,
@@ -273,7 +273,7 @@ async def create_session(
         language=body.language,
         turn_detection=body.turnDetection,
     )
-    session, _ = await _start_session(
+    session, _ = await start_session(
         store,
         hub,
         user_id,
@@ -389,7 +389,7 @@ async def stream(
         options = SessionOptions(
             instructions=instructions, voice=voice, language=language, turn_detection=turnDetection
         )
-        session, is_new = await _start_session(
+        session, is_new = await start_session(
             store,
             hub,
             user_id,

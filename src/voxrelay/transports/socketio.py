@@ -1,0 +1,444 @@
+"""Socket.IO transport (namespace ``/realtime``, protocol v5: socket.io-client
+v3/v4, Dart ``socket_io_client``), served beside the HTTP routes at ``/socket.io/``.
+
+A thin adapter: client events become requests to the session, and each joined
+socket is a cursor over the session's event log, projected to kebab-case
+Socket.IO events. It decides nothing the session does not already decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+from engineio.payload import Payload
+from fastapi import FastAPI
+
+from voxrelay import metrics
+from voxrelay.auth import Device, authenticate
+from voxrelay.config import SAMPLE_RATES
+from voxrelay.errors import ApiError
+from voxrelay.eventlog import Event, ReplayGap
+from voxrelay.hub import SessionHub
+from voxrelay.session import Session, SessionEnded
+from voxrelay.store import Store
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/realtime"
+# python-engineio drops (with a logged error, the POST still answered 200) a
+# long-polling body of more than 16 packets by default. A polling client
+# streaming 20 ms audio chunks sends 50-100 packets a second and batches all
+# that waited behind the previous POST: on a slow link that is far more than 16.
+# The body size stays bounded by ``max_http_buffer_size``.
+MAX_PACKETS_PER_POLL = 1024
+
+# Log event type -> Socket.IO event name. Types not listed travel kebab-cased.
+_EVENT_NAMES = {
+    "transcript": "transcript",
+    "audio": "ai-audio",
+    "speech_started": "speech-started",
+    "speech_stopped": "speech-stopped",
+    "response_started": "response-started",
+    "response_done": "response-done",
+    "error": "error",
+    "conversation_ended": "session-ended",
+}
+# The socket already learnt these at join (``session-joined``).
+_NOT_FORWARDED = frozenset({"conversation_started"})
+
+Ack = dict[str, Any]
+
+
+class _RequestError(Exception):
+    """A client event that cannot be applied: answered ``error``, the socket stays up."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _invalid(message: str) -> _RequestError:
+    return _RequestError("invalid_request", message)
+
+
+@dataclass(eq=False)
+class _Joined:
+    """One socket joined to one session: its listener slot and its forwarder."""
+
+    session: Session
+    stack: contextlib.ExitStack
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class _Link:
+    """What the server keeps about one connected socket."""
+
+    device: Device
+    requested_user: str | None
+    joined: _Joined | None = None
+    # The session this socket was in when that session ended, for clearer errors.
+    ended: Session | None = None
+    closed: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class RealtimeNamespace:
+    """Handlers of the ``/realtime`` namespace of one app."""
+
+    def __init__(self, sio: socketio.AsyncServer, app: FastAPI) -> None:
+        self._sio = sio
+        self._app = app
+        self._links: dict[str, _Link] = {}
+        handlers: dict[str, Callable[[_Link, str, tuple[Any, ...]], Awaitable[Ack]]] = {
+            "join-session": self._join,
+            "audio-chunk": self._audio,
+            "commit-audio": self._commit,
+            "text-message": self._text,
+            "interrupt": self._interrupt,
+            "end-session": self._end,
+        }
+        sio.on("connect", self._connect, namespace=NAMESPACE)
+        sio.on("disconnect", self._disconnect, namespace=NAMESPACE)
+        for name, handler in handlers.items():
+            sio.on(name, self._request(name, handler), namespace=NAMESPACE)
+        sio.on("*", self._unknown, namespace=NAMESPACE)
+
+    @property
+    def _store(self) -> Store:
+        store: Store = self._app.state.store
+        return store
+
+    @property
+    def _hub(self) -> SessionHub:
+        hub: SessionHub = self._app.state.hub
+        return hub
+
+    # -- connection ------------------------------------------------------------------
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        given = auth if isinstance(auth, dict) else {}
+        try:
+            device = await authenticate(self._store, _token(given, environ, query))
+        except ApiError as error:
+            raise _refused(error.code, error.message) from None
+        except Exception:
+            log.exception("socket.io connect of %s failed", sid)
+            raise _refused("internal_error", "the server could not check the token") from None
+        user = given.get("userId")
+        if not isinstance(user, str) or not user:
+            users = query.get("userId")
+            user = users[0] if users else None
+        self._links[sid] = _Link(device, user)
+        # The namespace's CONNECT reply goes out once this handler returns;
+        # ``connected`` must follow it, so it is sent from a task.
+        self._spawn(self._links[sid], self._greet(sid))
+
+    async def _greet(self, sid: str) -> None:
+        for _ in range(200):
+            if self._sio.manager.is_connected(sid, NAMESPACE):
+                await self._emit(sid, "connected", {"clientId": sid})
+                return
+            if sid not in self._links:
+                return
+            await asyncio.sleep(0.005)
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        link = self._links.pop(sid, None)
+        if link is None:
+            return
+        link.closed = True
+        await self._leave(link)
+        for task in list(link.tasks):
+            task.cancel()
+
+    def _spawn(self, link: _Link, coroutine: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        link.tasks.add(task)
+        task.add_done_callback(link.tasks.discard)
+
+    # -- client events -----------------------------------------------------------------
+
+    def _request(
+        self, name: str, handler: Callable[[_Link, str, tuple[Any, ...]], Awaitable[Ack]]
+    ) -> Callable[..., Awaitable[Ack]]:
+        """Every client event answers its ack; a failure also emits ``error``."""
+
+        async def run(sid: str, *args: Any) -> Ack:
+            link = self._links.get(sid)
+            try:
+                if link is None:
+                    raise _RequestError("not_connected", "the socket is not connected")
+                return {"ok": True, **await handler(link, sid, args)}
+            except _RequestError as error:
+                return await self._refuse(sid, name, error.code, error.message)
+            except SessionEnded:
+                return await self._refuse(sid, name, "no_active_session", "the session has ended")
+            except Exception:
+                log.exception("socket.io %s from %s failed", name, sid)
+                message = "the server failed to handle this event"
+                return await self._refuse(sid, name, "internal_error", message)
+
+        return run
+
+    async def _refuse(self, sid: str, event: str, code: str, message: str) -> Ack:
+        error = {"code": code, "message": message}
+        await self._emit(sid, "error", {**error, "event": event})
+        return {"ok": False, "error": error}
+
+    async def _unknown(self, event: str, sid: str, *args: Any) -> Ack:
+        return await self._refuse(sid, event, "invalid_request", f"unknown event {event!r}")
+
+    async def _join(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        data = _payload(args, required=True)
+        session_id = data.get("sessionId")
+        if not isinstance(session_id, str) or not session_id:
+            raise _invalid("sessionId (a string) is required")
+        # Only a token without ``--user`` takes a ``userId`` (here, or at connect).
+        user = data.get("userId")
+        user_id = link.device.acting_user(
+            user if isinstance(user, str) and user else link.requested_user
+        )
+        session = self._hub.get(session_id)
+        # Another user's session, or one that has ended, looks like an unknown one.
+        if session is None or session.user_id != user_id or not session.active:
+            raise _RequestError("not_found", "session not found")
+        joined_data = _joined_json(session)
+        current = link.joined
+        if current is not None and current.session is session:
+            await self._emit(sid, "session-joined", joined_data)
+            return joined_data
+        await self._leave(link)
+        stack = contextlib.ExitStack()
+        stack.enter_context(session.attached())
+        gauge = metrics.ACTIVE_STREAMS.labels(transport="socketio")
+        gauge.inc()
+        stack.callback(gauge.dec)
+        joined = link.joined = _Joined(session, stack)
+        link.ended = None
+        # Start after the head: a device that joins late hears no old audio.
+        after = session.log.last_id
+        await self._emit(sid, "session-joined", joined_data)
+        if link.joined is joined and not link.closed:
+            joined.task = asyncio.get_running_loop().create_task(
+                self._forward(sid, link, joined, after), name=f"socketio-{sid}"
+            )
+        return joined_data
+
+    async def _audio(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        rate: int | None = None
+        data = args[0] if len(args) == 1 else None
+        if isinstance(data, bytes | bytearray | memoryview):
+            pcm = bytes(data)
+        elif isinstance(data, dict):
+            audio = data.get("audio")
+            if isinstance(audio, bytes | bytearray | memoryview):
+                pcm = bytes(audio)
+            elif isinstance(audio, str):
+                try:
+                    pcm = base64.b64decode(audio, validate=True)
+                except (binascii.Error, ValueError):
+                    raise _invalid("audio is not valid base64") from None
+            else:
+                raise _invalid("audio (base64 PCM16 or binary) is required")
+            given_rate = data.get("sampleRate")
+            if given_rate is not None:
+                if type(given_rate) is not int or given_rate not in SAMPLE_RATES:
+                    rates = ", ".join(map(str, SAMPLE_RATES))
+                    raise _invalid(f"sampleRate must be one of {rates}")
+                rate = given_rate
+        else:
+            raise _invalid('send {"audio": "<base64>"} or binary PCM16 bytes')
+        session = self._session(link)
+        if pcm:
+            metrics.AUDIO_BYTES.labels(direction="in").inc(len(pcm))
+            await session.send_audio(pcm, rate)
+        return {"bytesReceived": len(pcm)}
+
+    async def _commit(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        _payload(args, required=False)
+        await self._session(link).commit()
+        return {}
+
+    async def _text(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        data = _payload(args, required=True)
+        text = data.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise _invalid("text (a non-empty string) is required")
+        item_id = await self._session(link).send_text(text)
+        return {"itemId": item_id}
+
+    async def _interrupt(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        data = _payload(args, required=False)
+        played = data.get("playedMs")
+        if played is not None and (
+            isinstance(played, bool) or not isinstance(played, int | float) or played < 0
+        ):
+            raise _invalid("playedMs must be a number of milliseconds, 0 or more")
+        await self._session(link).interrupt(None if played is None else int(played))
+        return {}
+
+    async def _end(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        _payload(args, required=False)
+        joined = link.joined
+        if joined is None and link.ended is not None:
+            # Ending an ended session answers the same (as POST /realtime/end does).
+            return {"conversationId": link.ended.conversation_id, "status": "ended"}
+        session = self._session(link)
+        await session.end("client_end")
+        # ``session-ended`` reaches the socket before this ack does.
+        if joined is not None and joined.task is not None:
+            await asyncio.wait({joined.task}, timeout=5)
+        return {"conversationId": session.conversation_id, "status": "ended"}
+
+    def _session(self, link: _Link) -> Session:
+        if link.joined is None:
+            if link.ended is not None:
+                raise _RequestError("no_active_session", "the session has ended")
+            raise _RequestError("not_joined", "join a session first (join-session)")
+        session = link.joined.session
+        if not session.active:
+            raise _RequestError("no_active_session", "the session has ended")
+        return session
+
+    # -- server events -----------------------------------------------------------------
+
+    async def _forward(self, sid: str, link: _Link, joined: _Joined, after: int) -> None:
+        session = joined.session
+        try:
+            async for item in session.log.follow(after):
+                if isinstance(item, ReplayGap):
+                    # This socket fell further behind than the log holds.
+                    message = (
+                        f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
+                        f" longer held; resuming at {item.resumed_at}"
+                    )
+                    await self._emit(sid, "error", {"code": "replay_gap", "message": message})
+                    continue
+                if item.type not in _NOT_FORWARDED:
+                    await self._emit(sid, *_project(item, session))
+            link.ended = session
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("forwarding session %s to socket %s failed", session.id, sid)
+        finally:
+            if link.joined is joined:
+                link.joined = None
+            joined.stack.close()
+
+    async def _leave(self, link: _Link) -> None:
+        joined, link.joined = link.joined, None
+        if joined is None:
+            return
+        task = joined.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait({task})
+        joined.stack.close()
+
+    async def _emit(self, sid: str, event: str, data: dict[str, Any]) -> None:
+        await self._sio.emit(event, data, to=sid, namespace=NAMESPACE)
+
+
+def _token(
+    auth: dict[str, Any], environ: dict[str, Any], query: dict[str, list[str]]
+) -> str | None:
+    given = auth.get("token")
+    if isinstance(given, str) and given.strip():
+        scheme, _, value = given.strip().partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else given.strip()
+    scheme, _, value = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    tokens = query.get("access_token")
+    return tokens[0] if tokens else None
+
+
+def _refused(code: str, message: str) -> Exception:
+    """Refuses the connection: the client's ``connect_error`` gets ``message``, and
+    ``data`` ``{"code", "message"}`` (``err.data`` in socket.io-client)."""
+    error: Exception = socketio.exceptions.ConnectionRefusedError(
+        message, {"code": code, "message": message}
+    )
+    return error
+
+
+def _payload(args: tuple[Any, ...], *, required: bool) -> dict[str, Any]:
+    """The one JSON object an event carries (optional for bare commands)."""
+    if not args or (len(args) == 1 and args[0] is None):
+        if required:
+            raise _invalid("this event needs a JSON object payload")
+        return {}
+    if len(args) != 1 or not isinstance(args[0], dict):
+        raise _invalid("the payload must be one JSON object")
+    data: dict[str, Any] = args[0]
+    return data
+
+
+def _joined_json(session: Session) -> dict[str, Any]:
+    return {
+        "sessionId": session.id,
+        "conversationId": session.conversation_id,
+        "status": "active",
+        "inputSampleRate": session.input_rate,
+        "outputSampleRate": session.output_rate,
+        "turnDetection": session.turn_detection,
+    }
+
+
+def _project(event: Event, session: Session) -> tuple[str, dict[str, Any]]:
+    name = _EVENT_NAMES.get(event.type) or event.type.replace("_", "-")
+    if event.type == "audio":
+        return name, {**event.data, "sampleRate": session.output_rate}
+    return name, event.data
+
+
+def _release_long_polls(sio: socketio.AsyncServer) -> None:
+    """A client that closes a long-polling connection leaves its pending GET
+    waiting in python-engineio until the ping interval and timeout pass (45 s),
+    which also holds up a graceful shutdown as long: answer it at once."""
+    eio = sio.eio
+    handle_disconnect = eio.handlers["disconnect"]
+
+    async def on_disconnect(eio_sid: str, reason: Any = None) -> None:
+        await handle_disconnect(eio_sid, reason)
+        if reason != eio.reason.CLIENT_DISCONNECT:
+            return
+        socket = eio.sockets.get(eio_sid)
+        if socket is not None and socket.closing and not socket.upgraded:
+            socket.queue.put_nowait(None)
+
+    eio.on("disconnect", on_disconnect)
+
+
+def mount(app: FastAPI) -> socketio.AsyncServer:
+    """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server."""
+    # The maintainers' advice (python-engineio#142); it is process-wide.
+    Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_POLL)
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        # One socket's events are applied one after another, in the order sent
+        # (audio chunks must not overtake each other), and a busy socket reads
+        # no further until the session has taken its request.
+        async_handlers=False,
+        # Audio chunks travel in JSON as base64; leave room for a few seconds.
+        max_http_buffer_size=4 << 20,
+        namespaces=[NAMESPACE],
+    )
+    RealtimeNamespace(sio, app)
+    _release_long_polls(sio)
+    app.state.socketio = sio
+    app.mount("/socket.io", socketio.ASGIApp(sio, socketio_path=""))
+    return sio
