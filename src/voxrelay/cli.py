@@ -21,6 +21,7 @@ _SERVE_FLAGS = (
     "provider",
     "grace_seconds",
     "log_level",
+    "log_format",
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 PROVIDERS = ("echo", "local", "openai", "azure")
 SAMPLE_RATES = (8000, 16000, 24000, 48000)
+LOG_FORMATS = ("json", "text")
 
 
 def normalize_database_url(url: str) -> str:
@@ -30,6 +31,8 @@ class Settings:
     provider: str = "local"
     grace_seconds: float = 60.0
     log_level: str = "info"
+    # ``voxrelay serve``'s log lines: ``json`` (one object per line) or ``text``.
+    log_format: str = "json"
     # Largest body of a non-streaming request (JSON, one short audio POST).
     max_body_bytes: int = 1 << 20
     # Largest single upload body (a chunked upload may last a whole conversation).
@@ -53,6 +56,8 @@ class Settings:
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
         if self.provider not in PROVIDERS:
             raise ValueError(f"unknown provider {self.provider!r}; choose one of {PROVIDERS}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"unknown log format {self.log_format!r}; choose one of {LOG_FORMATS}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -90,14 +91,29 @@ class SessionHub:
         own_listener = raw.on_raw if raw is not None else None
         if raw is not None:
             raw.on_raw = _both(own_listener, opening.append)
-        metrics.UPSTREAM_CONNECTS.inc()
+        name = self._settings.provider
+        opening_at = time.monotonic()
         try:
             await provider.open(options, history)
-        except Exception:
-            metrics.UPSTREAM_FAILURES.inc()
+        except Exception as error:
+            metrics.UPSTREAM_FAILURES.labels(provider=name, stage="open").inc()
+            log.warning(
+                "upstream connection failed: %s",
+                error,
+                extra={"conversation_id": conversation_id, "provider": name},
+            )
             with contextlib.suppress(Exception):
                 await provider.close()
             raise
+        metrics.UPSTREAM_CONNECTS.labels(provider=name).inc()
+        log.info(
+            "upstream connected",
+            extra={
+                "conversation_id": conversation_id,
+                "provider": name,
+                "open_ms": round((time.monotonic() - opening_at) * 1000, 1),
+            },
+        )
         record = await self._store.create_session(
             conversation_id=conversation_id,
             user_id=user_id,
@@ -131,6 +147,18 @@ class SessionHub:
         session.start()
         metrics.SESSIONS_STARTED.inc()
         metrics.ACTIVE_SESSIONS.inc()
+        log.info(
+            "session started",
+            extra={
+                "conversation_id": conversation_id,
+                "session_id": session.id,
+                "provider": name,
+                "input_rate": input_rate,
+                "output_rate": output_rate,
+                "turn_detection": options.turn_detection,
+                "history_messages": len(history),
+            },
+        )
         asyncio.get_running_loop().create_task(self._forget_when_ended(session))
         self._arm_idle_timer(session)
         return session
@@ -142,6 +170,8 @@ class SessionHub:
         if self._by_conversation.get(session.conversation_id) is session:
             del self._by_conversation[session.conversation_id]
         metrics.ACTIVE_SESSIONS.dec()
+        if session.end_reason == "upstream_failed":
+            metrics.UPSTREAM_FAILURES.labels(provider=self._settings.provider, stage="live").inc()
 
     # A session nobody listens to (no stream, socket or upload) lives on for the
     # grace period, waiting for its client to come back, then ends.

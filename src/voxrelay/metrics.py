@@ -1,18 +1,40 @@
-"""Prometheus metrics, served as text at ``GET /metrics``."""
+"""Prometheus metrics, served as text at ``GET /metrics``.
+
+Names, labels and meanings are listed in docs/operations.md. Children used on
+the audio path are bound once here (``AUDIO_IN``, ``UPSTREAM_LATENCY``,
+``DOWNSTREAM_LATENCY``), so a chunk costs a dict lookup, not a ``labels()`` call.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+# Transports that receive client audio, and those that write events to clients.
+AUDIO_TRANSPORTS = ("upload", "socketio", "websocket")
+LISTENER_TRANSPORTS = ("sse", "socketio", "websocket")
+
 ACTIVE_SESSIONS = Gauge("voxrelay_active_sessions", "Live sessions on this node")
-ACTIVE_STREAMS = Gauge("voxrelay_active_streams", "Connected listeners by transport", ["transport"])
+ACTIVE_STREAMS = Gauge(
+    "voxrelay_active_streams",
+    "Connected listeners and uploads in progress, by transport",
+    ["transport"],
+)
 SESSIONS_STARTED = Counter("voxrelay_sessions_started_total", "Sessions started")
 SESSIONS_ENDED = Counter("voxrelay_sessions_ended_total", "Sessions ended", ["reason"])
-AUDIO_BYTES = Counter("voxrelay_audio_bytes_total", "PCM16 audio bytes relayed", ["direction"])
+AUDIO_BYTES = Counter(
+    "voxrelay_audio_bytes_total",
+    "PCM16 audio bytes relayed: in from clients by transport; out to clients once per"
+    " session, before fan-out to listeners (transport empty)",
+    ["direction", "transport"],
+)
 TURNS = Counter("voxrelay_turns_total", "Assistant turns completed and stored")
-UPSTREAM_CONNECTS = Counter("voxrelay_upstream_connects_total", "Upstream links opened")
+UPSTREAM_CONNECTS = Counter(
+    "voxrelay_upstream_connects_total", "Upstream links opened", ["provider"]
+)
 UPSTREAM_FAILURES = Counter(
-    "voxrelay_upstream_failures_total", "Upstream links that failed to open or dropped"
+    "voxrelay_upstream_failures_total",
+    "Upstream links that failed to open (stage=open) or dropped during a session (stage=live)",
+    ["provider", "stage"],
 )
 REPLAYED_EVENTS = Counter(
     "voxrelay_replayed_events_total", "Events sent again to a reconnecting listener"
@@ -22,6 +44,25 @@ FIRST_AUDIO_SECONDS = Histogram(
     "From the end of a user turn to the first audio of the answer",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
 )
+RELAY_LATENCY = Histogram(
+    "voxrelay_relay_latency_seconds",
+    "Time an audio chunk spends in the relay: upstream, from a transport receiving it"
+    " to the provider sending it; downstream, from the session receiving it from the"
+    " provider to a transport writing it to its client",
+    ["direction", "transport"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+
+AUDIO_IN = {t: AUDIO_BYTES.labels(direction="in", transport=t) for t in AUDIO_TRANSPORTS}
+AUDIO_OUT = AUDIO_BYTES.labels(direction="out", transport="")
+UPSTREAM_LATENCY = {
+    t: RELAY_LATENCY.labels(direction="upstream", transport=t) for t in AUDIO_TRANSPORTS
+}
+DOWNSTREAM_LATENCY = {
+    t: RELAY_LATENCY.labels(direction="downstream", transport=t) for t in LISTENER_TRANSPORTS
+}
+for _transport in ("sse", "upload", "socketio", "websocket"):
+    ACTIVE_STREAMS.labels(transport=_transport)
 
 
 def render() -> tuple[bytes, str]:

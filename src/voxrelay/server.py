@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import LOGGING_CONFIG
 
+from voxrelay import logs
 from voxrelay.app import create_app
 from voxrelay.config import Settings
 
@@ -61,12 +63,16 @@ async def _end_everything(app: FastAPI) -> None:
             await sio.eio.disconnect()
 
 
-def make_server(settings: Settings, app: FastAPI | None = None) -> Server:
+def make_server(
+    settings: Settings, app: FastAPI | None = None, *, log_config: dict[str, Any] | None = None
+) -> Server:
+    """A server for ``app``; uvicorn logs as ``log_config`` says (default: its own way)."""
     config = uvicorn.Config(
         app or create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=log_config if log_config is not None else LOGGING_CONFIG,
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
@@ -74,7 +80,6 @@ def make_server(settings: Settings, app: FastAPI | None = None) -> Server:
 
 
 def run(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    make_server(settings).run()
+    # Before the app is made, so its own start-up lines are formatted too.
+    log_config = logs.configure(settings)
+    make_server(settings, log_config=log_config).run()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from voxrelay import metrics
+from voxrelay import logs, metrics
 from voxrelay.audio import StreamResampler, duration_ms
 from voxrelay.eventlog import EventLog
 from voxrelay.events import (
@@ -101,6 +101,9 @@ class _Command:
     played_ms: int | None = None
     raw: Mapping[str, Any] | None = None
     done: asyncio.Future[None] | None = None
+    # Client audio (or a raw audio append): the transport it came by, and when.
+    transport: str = ""
+    received_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -164,6 +167,8 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
+        self._opened_at = time.monotonic()
+        self._stored_messages = 0
         # Upload ``seq`` numbers already forwarded, with their byte counts.
         self.seqs_taken: dict[int, int] = {}
         self.log.append(
@@ -181,10 +186,12 @@ class Session:
     def start(self) -> None:
         """Begin pumping; the provider must already be open."""
         loop = asyncio.get_running_loop()
+        # The owner's tasks log as this session's, whichever request started it.
+        context = logs.session_context(self.conversation_id, self.id)
         self._tasks = [
-            loop.create_task(self._pump_model_events(), name=f"{self.id}-events"),
-            loop.create_task(self._pump_commands(), name=f"{self.id}-commands"),
-            loop.create_task(self._write_transcripts(), name=f"{self.id}-writes"),
+            loop.create_task(self._pump_model_events(), name=f"{self.id}-events", context=context),
+            loop.create_task(self._pump_commands(), name=f"{self.id}-commands", context=context),
+            loop.create_task(self._write_transcripts(), name=f"{self.id}-writes", context=context),
         ]
 
     @property
@@ -226,6 +233,16 @@ class Session:
         self.log.close()
         self._ended.set()
         metrics.SESSIONS_ENDED.labels(reason=reason).inc()
+        log.info(
+            "session ended",
+            extra={
+                "conversation_id": self.conversation_id,
+                "session_id": self.id,
+                "reason": reason,
+                "duration_s": round(time.monotonic() - self._opened_at, 3),
+                "messages": self._stored_messages,
+            },
+        )
 
     # -- listeners -----------------------------------------------------------------
 
@@ -282,9 +299,21 @@ class Session:
 
     # -- requests from transports ------------------------------------------------------
 
-    async def send_audio(self, pcm: bytes, rate: int | None = None) -> None:
-        """Queue client audio (at ``rate``, default the session's input rate)."""
-        await self._put(_Command("audio", audio=pcm, rate=rate or self.input_rate))
+    async def send_audio(
+        self, pcm: bytes, rate: int | None = None, *, transport: str = "", received_at: float = 0.0
+    ) -> None:
+        """Queue client audio (at ``rate``, default the session's input rate). A
+        ``transport`` of ``metrics.AUDIO_TRANSPORTS`` with the ``time.monotonic()`` it
+        received the chunk at is measured in ``voxrelay_relay_latency_seconds``."""
+        await self._put(
+            _Command(
+                "audio",
+                audio=pcm,
+                rate=rate or self.input_rate,
+                transport=transport,
+                received_at=received_at,
+            )
+        )
 
     async def commit(self) -> None:
         await self._request(_Command("commit"))
@@ -309,11 +338,16 @@ class Session:
         client sends its own ``conversation.item.truncate``)."""
         await self._request(_Command("heard", item_id=item_id, played_ms=played_ms))
 
-    async def send_raw(self, event: Mapping[str, Any]) -> None:
-        """Send an upstream event as is, in order with every other request."""
+    async def send_raw(
+        self, event: Mapping[str, Any], *, transport: str = "", received_at: float = 0.0
+    ) -> None:
+        """Send an upstream event as is, in order with every other request (for an
+        audio append, ``transport`` and ``received_at`` as for ``send_audio``)."""
         if self._raw_provider is None:
             raise TypeError("this session's provider has no raw pass-through")
-        await self._request(_Command("raw", raw=event))
+        await self._request(
+            _Command("raw", raw=event, transport=transport, received_at=received_at)
+        )
 
     async def interrupt(self, played_ms: int | None = None) -> None:
         await self._request(_Command("interrupt", played_ms=played_ms))
@@ -363,6 +397,10 @@ class Session:
             pcm = resampler.feed(command.audio)
             if pcm:
                 await self._provider.send_audio(pcm)
+                if command.received_at:
+                    metrics.UPSTREAM_LATENCY[command.transport].observe(
+                        time.monotonic() - command.received_at
+                    )
         elif command.kind == "commit":
             self._turn = _Turn()
             await self._provider.commit()
@@ -385,7 +423,18 @@ class Session:
                 self._cut_to_heard(item, command.played_ms or 0)
         elif command.kind == "raw" and command.raw is not None:
             assert self._raw_provider is not None
+            if (
+                command.raw.get("type") in ("input_audio_buffer.commit", "response.create")
+                and self._responding is None
+                and (self._turn is None or self._turn.first_audio_ms is not None)
+            ):
+                # A pass-through client ends its turn itself: time the answer from here.
+                self._turn = _Turn()
             await self._raw_provider.send_raw(command.raw)
+            if command.received_at:
+                metrics.UPSTREAM_LATENCY[command.transport].observe(
+                    time.monotonic() - command.received_at
+                )
 
     def _record_user_text(self, item_id: str, text: str) -> None:
         position = self._position_of(item_id)
@@ -426,7 +475,7 @@ class Session:
         except Exception:
             log.exception("upstream link of session %s failed", self.id)
         if self.active:
-            metrics.UPSTREAM_FAILURES.inc()
+            log.warning("upstream link lost; ending the session")
             asyncio.get_running_loop().create_task(self.end(reason))
 
     def _on_model_event(self, event: ModelEvent) -> None:
@@ -460,16 +509,17 @@ class Session:
             self._publish_error(event.code, event.message)
 
     def _on_audio(self, event: AudioDelta) -> None:
+        received_at = time.monotonic()
         item = self._assistant_item(event.item_id, event.response_id)
         item.audio_bytes += len(event.pcm)
         turn = self._turn
         if turn is not None and turn.first_audio_ms is None:
-            turn.first_audio_ms = (time.monotonic() - turn.committed_at) * 1000
+            turn.first_audio_ms = (received_at - turn.committed_at) * 1000
             metrics.FIRST_AUDIO_SECONDS.observe(turn.first_audio_ms / 1000)
         pcm = self._output.feed(event.pcm)
         if pcm:
-            metrics.AUDIO_BYTES.labels(direction="out").inc(len(pcm))
-            self.log.append(
+            metrics.AUDIO_OUT.inc(len(pcm))
+            appended = self.log.append(
                 "audio",
                 {
                     "responseId": event.response_id,
@@ -477,6 +527,8 @@ class Session:
                     "audio": base64.b64encode(pcm).decode("ascii"),
                 },
             )
+            # Downstream relay latency counts from the delta's arrival (resampling included).
+            appended.at = received_at
 
     def _on_transcript_done(self, event: TranscriptDone) -> None:
         position = self._position_of(event.item_id)
@@ -563,6 +615,7 @@ class Session:
     ) -> str:
         """Queue the write; return the message id at once so later edits can name it."""
         message_id = "msg_" + secrets.token_hex(12)
+        self._stored_messages += 1
 
         async def write() -> None:
             await self._store.add_message(

@@ -153,6 +153,9 @@ async def _stored(
         await asyncio.sleep(0.05)
 
 
+_SOCKETIO_IN = {"direction": "in", "transport": "socketio"}
+
+
 def _gauge(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -253,7 +256,7 @@ async def test_spoken_turn_with_real_speech(
     output_rate = 48000 if encoding == "binary" else 24000
     sock = socks(transport)
     created, _ = await _joined(server, client, sock, outputSampleRate=output_rate)
-    bytes_in = _gauge("voxrelay_audio_bytes_total", direction="in")
+    bytes_in = _gauge("voxrelay_audio_bytes_total", **_SOCKETIO_IN)
     sent = 0
     async for chunk in paced(speech + silence(800, rate), rate, speed=20):
         payload: Any
@@ -269,7 +272,7 @@ async def test_spoken_turn_with_real_speech(
     last = await sock.call("audio-chunk", silence(20, rate))
     assert last == {"ok": True, "bytesReceived": len(silence(20, rate))}
     sent += len(silence(20, rate))
-    assert _gauge("voxrelay_audio_bytes_total", direction="in") - bytes_in == sent
+    assert _gauge("voxrelay_audio_bytes_total", **_SOCKETIO_IN) - bytes_in == sent
 
     started_speech = await sock.wait_for("speech-started")
     stopped = await sock.wait_for("speech-stopped")
@@ -303,12 +306,12 @@ async def test_a_burst_of_audio_over_long_polling_arrives_whole(
     audio = speech + silence(800, rate)
     sock = socks("polling")
     await _joined(server, client, sock)
-    bytes_in = _gauge("voxrelay_audio_bytes_total", direction="in")
+    bytes_in = _gauge("voxrelay_audio_bytes_total", **_SOCKETIO_IN)
     step = rate // 50 * 2
     for start in range(0, len(audio), step):
         await sock.emit("audio-chunk", audio[start : start + step])
     assert (await sock.call("audio-chunk", b""))["ok"] is True
-    assert _gauge("voxrelay_audio_bytes_total", direction="in") - bytes_in == len(audio)
+    assert _gauge("voxrelay_audio_bytes_total", **_SOCKETIO_IN) - bytes_in == len(audio)
     heard = await sock.wait_for("transcript", lambda t: t["role"] == "user")
     seconds = float(heard["text"].strip("()").split()[0])
     assert abs(seconds - len(speech) / 2 / rate) < 0.6

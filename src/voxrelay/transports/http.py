@@ -4,7 +4,10 @@ without WebSockets, such as watchOS. The routes translate; the session decides."
 from __future__ import annotations
 
 import json
+import logging
 import re
+import statistics
+import time
 from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -15,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import AppStatus
 
-from voxrelay import metrics
+from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate, bearer_token
 from voxrelay.config import SAMPLE_RATES
 from voxrelay.errors import ApiError, describe_validation, invalid, not_found
@@ -25,6 +28,7 @@ from voxrelay.providers.base import ProviderError, SessionOptions
 from voxrelay.session import Session, SessionEnded
 from voxrelay.store import ConversationSummary, Message, SessionRecord, Store
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 # Streams end through their session (``conversation_ended`` last), which the
@@ -61,12 +65,28 @@ def _hub(request: Request) -> SessionHub:
 
 
 async def _device(request: Request) -> Device:
-    return await authenticate(_store(request), bearer_token(request))
+    transport = "upload" if request.scope["path"] == "/realtime/upload" else "http"
+    return await _authenticated(request, bearer_token(request), transport)
 
 
 async def _stream_device(request: Request) -> Device:
     # Browsers' EventSource cannot set headers: the stream alone takes ?access_token=.
-    return await authenticate(_store(request), bearer_token(request, allow_query=True))
+    return await _authenticated(request, bearer_token(request, allow_query=True), "sse")
+
+
+async def _authenticated(request: Request, token: str | None, transport: str) -> Device:
+    try:
+        device = await authenticate(_store(request), token)
+    except ApiError as error:
+        client = request.client.host if request.client else None
+        log.warning(
+            "authentication refused: %s",
+            error.message,
+            extra={"transport": transport, "client": client},
+        )
+        raise
+    logs.bind(transport=transport, device=device.name)
+    return device
 
 
 DeviceDep = Annotated[Device, Depends(_device)]
@@ -169,6 +189,20 @@ def _message_json(message: Message) -> dict[str, Any]:
     }
 
 
+def _latency_json(messages: list[Message]) -> dict[str, Any]:
+    """The conversation's answers' ``firstAudioMs``: how many, median (nearest rank) and max."""
+    values = [
+        float(m.meta["firstAudioMs"])
+        for m in messages
+        if m.meta and isinstance(m.meta.get("firstAudioMs"), int | float)
+    ]
+    return {
+        "turns": len(values),
+        "firstAudioMsP50": statistics.median_low(values) if values else None,
+        "firstAudioMsMax": max(values) if values else None,
+    }
+
+
 def _summary_json(summary: ConversationSummary) -> dict[str, Any]:
     last = summary.last_message
     return {
@@ -203,6 +237,7 @@ async def _live_session(
         raise invalid("conversationId is required")
     session = hub.for_conversation(conversation_id)
     if session is not None and session.user_id == user_id and session.active:
+        logs.bind(conversation_id=session.conversation_id, session_id=session.id)
         return session
     await _owned_conversation(store, conversation_id, user_id)
     raise ApiError(409, "no_active_session", "the conversation has no active session; start one")
@@ -255,6 +290,7 @@ async def start_session(
         raise ApiError(
             502, "upstream_unavailable", f"the upstream is unreachable: {error}"
         ) from None
+    logs.bind(conversation_id=session.conversation_id, session_id=session.id)
     return session, session is not before
 
 
@@ -336,6 +372,7 @@ async def get_conversation(
             "createdAt": _time(conversation.created_at),
             "updatedAt": _time(conversation.updated_at),
             "messages": [_message_json(m) for m in messages],
+            "latency": _latency_json(messages),
         }
     }
 
@@ -412,6 +449,7 @@ async def _sse_events(
     session: Session, last_event_id: int | None, *, fresh: bool
 ) -> AsyncIterator[ServerSentEvent]:
     log = session.log
+    latency = metrics.DOWNSTREAM_LATENCY["sse"]
     with session.attached(), metrics.ACTIVE_STREAMS.labels(transport="sse").track_inprogress():
         if last_event_id is not None:
             after = min(last_event_id, log.last_id)
@@ -437,6 +475,9 @@ async def _sse_events(
             if item.id <= head:
                 metrics.REPLAYED_EVENTS.inc()
             yield ServerSentEvent(item.json, event=item.type, id=str(item.id))
+            # Resumed once sse-starlette has sent the event: it is written.
+            if item.type == "audio" and item.id > head:
+                latency.observe(time.monotonic() - item.at)
 
 
 @router.post("/realtime/upload")
@@ -470,6 +511,7 @@ async def upload(
         session.seqs_taken[seq] = 0
     received = 0
     rate = sampleRate or session.input_rate
+    audio_in = metrics.AUDIO_IN["upload"]
     try:
         with (
             session.attached(),
@@ -478,13 +520,14 @@ async def upload(
             async for chunk in request.stream():
                 if not chunk:
                     continue
+                received_at = time.monotonic()
                 received += len(chunk)
                 if received > limit:
                     raise ApiError(
                         413, "payload_too_large", f"one upload may carry at most {limit} bytes"
                     )
-                metrics.AUDIO_BYTES.labels(direction="in").inc(len(chunk))
-                await session.send_audio(chunk, rate)
+                audio_in.inc(len(chunk))
+                await session.send_audio(chunk, rate, transport="upload", received_at=received_at)
     except SessionEnded:
         raise ApiError(409, "no_active_session", "the session ended during the upload") from None
     except BaseException:

@@ -26,13 +26,14 @@ import itertools
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from voxrelay import metrics
+from voxrelay import logs, metrics
 from voxrelay.audio import StreamResampler
 from voxrelay.auth import Device, authenticate, bearer_token
 from voxrelay.config import Settings
@@ -68,6 +69,8 @@ CLOSE_FOR_REASON = {
 }
 # Close codes a client sends when it is done: the conversation ends at once. Any other
 # ending (a lost link) leaves the session its grace period, waiting for a reconnect.
+# Not 1005: uvicorn reports a link lost without a close frame the same way as a
+# close frame without a code, and a lost link must keep its grace period.
 CLIENT_DONE = frozenset({1000, 1001})
 # Errors the session itself reports (not the upstream's own error events, which a
 # pass-through client already receives raw).
@@ -109,6 +112,12 @@ async def realtime(websocket: WebSocket) -> None:
         device = await authenticate(store, _token(websocket, offered))
     except ApiError as error:
         refusal = error.message
+        client = websocket.client.host if websocket.client else None
+        log.warning(
+            "authentication refused: %s",
+            refusal,
+            extra={"transport": "websocket", "client": client},
+        )
     # Browsers fail a connection whose server picks none of the offered subprotocols.
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     link = _Link(websocket, dialect)
@@ -117,6 +126,7 @@ async def realtime(websocket: WebSocket) -> None:
         # but never the HTTP status of a refused upgrade.
         await link.refuse(CLOSE_UNAUTHORIZED, "invalid_api_key", refusal)
         return
+    logs.bind(transport="websocket", device=device.name)
     params = websocket.query_params
     user_id = device.acting_user(params.get("userId"))
     # ``?model=`` is accepted for compatibility and ignored: the server's provider
@@ -125,7 +135,7 @@ async def realtime(websocket: WebSocket) -> None:
     if opening is None:
         return
     session, fresh = opening
-    with metrics.ACTIVE_STREAMS.labels(transport="openai_ws").track_inprogress():
+    with metrics.ACTIVE_STREAMS.labels(transport="websocket").track_inprogress():
         try:
             await link.run(session, fresh, settings)
         except Exception:
@@ -179,7 +189,12 @@ class _Link:
     def __init__(self, websocket: WebSocket, dialect: Dialect) -> None:
         self.ws = websocket
         self.dialect: Dialect = dialect
-        self.outbox: asyncio.Queue[str | _Close] = asyncio.Queue()
+        # A float after an audio frame is when its audio reached the session: once the
+        # frame is written, the relay latency is measured from it.
+        self.outbox: asyncio.Queue[str | _Close | float] = asyncio.Queue()
+        self._marks = 0  # floats in the outbox
+        # When the client event being handled arrived (the relay latency of its audio).
+        self.received_at = 0.0
         self.closing = False
         self.session: Session | None = None
         self._ids = itertools.count(1)
@@ -201,9 +216,16 @@ class _Link:
         if "event_id" not in event:
             event = {"event_id": f"event_vx{self._id_prefix}{next(self._ids)}", **event}
         self.outbox.put_nowait(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
-        if self.outbox.qsize() > _OUTBOX_LIMIT:
+        if self.outbox.qsize() - self._marks > _OUTBOX_LIMIT:
             log.warning("OpenAI-compatible client too slow; closing")
             self.close(1008, "client too slow")
+
+    def written(self, at: float) -> None:
+        """Measure the downstream relay latency of the audio frame just queued, from
+        ``at`` (``time.monotonic()``) until it is written."""
+        if not self.closing:
+            self._marks += 1
+            self.outbox.put_nowait(at)
 
     def send_ga(self, event: dict[str, Any]) -> None:
         """Queue a server event written in GA form, in the client's dialect."""
@@ -256,6 +278,10 @@ class _Link:
     async def _send_loop(self) -> None:
         while True:
             item = await self.outbox.get()
+            if isinstance(item, float):
+                self._marks -= 1
+                metrics.DOWNSTREAM_LATENCY["websocket"].observe(time.monotonic() - item)
+                continue
             if isinstance(item, _Close):
                 with contextlib.suppress(Exception):
                     await self.ws.close(item.code, item.reason)
@@ -394,6 +420,7 @@ class _Link:
         assert self._mode is not None
         while True:
             message = await self.ws.receive()
+            self.received_at = time.monotonic()
             if message["type"] == "websocket.disconnect":
                 return int(message.get("code") or 1005)
             text = message.get("text")
@@ -443,7 +470,7 @@ class _Link:
             except (binascii.Error, ValueError):
                 self.error("invalid_audio", "'audio' is not valid base64", about=event)
                 return None
-            metrics.AUDIO_BYTES.labels(direction="in").inc(len(pcm))
+            metrics.AUDIO_IN["websocket"].inc(len(pcm))
             event["_pcm"] = pcm
         return event
 
@@ -513,6 +540,11 @@ class _PassThrough:
             if kind == "error":
                 self._release()
             return
+        if event.get("type") in _AUDIO_DELTAS:
+            received_at = time.monotonic()
+            self._forward(event)
+            self.link.written(received_at)
+            return
         self._forward(event)
 
     def _forward(self, event: dict[str, Any]) -> None:
@@ -549,7 +581,12 @@ class _PassThrough:
             translated["response"] = own_response_params(translated["response"], self.upstream)
         elif kind == "conversation.item.create":
             await self._record_user_text(session, translated)
-        await session.send_raw(translated)
+        if kind == "input_audio_buffer.append":
+            await session.send_raw(
+                translated, transport="websocket", received_at=self.link.received_at
+            )
+        else:
+            await session.send_raw(translated)
         if kind == "conversation.item.truncate":
             item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
             if isinstance(item_id, str) and isinstance(end_ms, int):
@@ -576,6 +613,7 @@ class _PassThrough:
 
 
 _UPSTREAM_ITEM_ID_MAX = 32
+_AUDIO_DELTAS = frozenset({"response.output_audio.delta", "response.audio.delta"})
 # How long a new pass-through connection waits for the upstream to apply the server's
 # settings before it opens with the session as it stands.
 _SETTLE_SECONDS = 3.0
@@ -794,7 +832,9 @@ class _Speaker:
             self.touched = True
             self.turns.appended += len(pcm)
             self.turns.uncommitted += len(pcm)
-            await session.send_audio(pcm, SAMPLE_RATE)
+            await session.send_audio(
+                pcm, SAMPLE_RATE, transport="websocket", received_at=self.link.received_at
+            )
         elif kind == "input_audio_buffer.commit":
             await self._commit(ga)
         elif kind == "session.update":
@@ -1003,7 +1043,7 @@ class _Speaker:
         elif kind == "response_started":
             self._response_started(str(data["responseId"]))
         elif kind == "audio":
-            self._audio(data)
+            self._audio(data, event.at)
         elif kind == "response_done":
             self._response_done(str(data["responseId"]), str(data.get("status")))
         elif kind == "error":
@@ -1195,7 +1235,7 @@ class _Speaker:
             "content_index": 0,
         }
 
-    def _audio(self, data: Mapping[str, Any]) -> None:
+    def _audio(self, data: Mapping[str, Any], at: float) -> None:
         answer = self.answer
         if answer is None or answer.text_only or data.get("responseId") != answer.id:
             return
@@ -1212,6 +1252,7 @@ class _Speaker:
         self.link.send_ga(
             {"type": "response.output_audio.delta", **self._part_ids(answer), "delta": audio}
         )
+        self.link.written(at)
 
     def _assistant_transcript(self, data: Mapping[str, Any]) -> None:
         answer = self.answer

@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ import socketio
 from engineio.payload import Payload
 from fastapi import FastAPI
 
-from voxrelay import metrics
+from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate
 from voxrelay.config import SAMPLE_RATES
 from voxrelay.errors import ApiError
@@ -91,6 +92,8 @@ class _Link:
     ended: Session | None = None
     closed: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # What this socket's log lines are about (``extra=``).
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 class RealtimeNamespace:
@@ -132,6 +135,12 @@ class RealtimeNamespace:
         try:
             device = await authenticate(self._store, _token(given, environ, query))
         except ApiError as error:
+            client = (environ.get("asgi.scope") or {}).get("client") or (None,)
+            log.warning(
+                "authentication refused: %s",
+                error.message,
+                extra={"transport": "socketio", "client": client[0]},
+            )
             raise _refused(error.code, error.message) from None
         except Exception:
             log.exception("socket.io connect of %s failed", sid)
@@ -140,7 +149,9 @@ class RealtimeNamespace:
         if not isinstance(user, str) or not user:
             users = query.get("userId")
             user = users[0] if users else None
-        self._links[sid] = _Link(device, user)
+        self._links[sid] = _Link(
+            device, user, fields={"transport": "socketio", "device": device.name}
+        )
         # The namespace's CONNECT reply goes out once this handler returns;
         # ``connected`` must follow it, so it is sent from a task.
         self._spawn(self._links[sid], self._greet(sid))
@@ -186,7 +197,9 @@ class RealtimeNamespace:
             except SessionEnded:
                 return await self._refuse(sid, name, "no_active_session", "the session has ended")
             except Exception:
-                log.exception("socket.io %s from %s failed", name, sid)
+                log.exception(
+                    "socket.io %s from %s failed", name, sid, extra=link.fields if link else None
+                )
                 message = "the server failed to handle this event"
                 return await self._refuse(sid, name, "internal_error", message)
 
@@ -227,6 +240,7 @@ class RealtimeNamespace:
         stack.callback(gauge.dec)
         joined = link.joined = _Joined(session, stack)
         link.ended = None
+        link.fields.update(conversation_id=session.conversation_id, session_id=session.id)
         # Start after the head: a device that joins late hears no old audio.
         after = session.log.last_id
         await self._emit(sid, "session-joined", joined_data)
@@ -237,6 +251,7 @@ class RealtimeNamespace:
         return joined_data
 
     async def _audio(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        received_at = time.monotonic()
         rate: int | None = None
         data = args[0] if len(args) == 1 else None
         if isinstance(data, bytes | bytearray | memoryview):
@@ -262,8 +277,8 @@ class RealtimeNamespace:
             raise _invalid('send {"audio": "<base64>"} or binary PCM16 bytes')
         session = self._session(link)
         if pcm:
-            metrics.AUDIO_BYTES.labels(direction="in").inc(len(pcm))
-            await session.send_audio(pcm, rate)
+            metrics.AUDIO_IN["socketio"].inc(len(pcm))
+            await session.send_audio(pcm, rate, transport="socketio", received_at=received_at)
         return {"bytesReceived": len(pcm)}
 
     async def _commit(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
@@ -316,6 +331,8 @@ class RealtimeNamespace:
 
     async def _forward(self, sid: str, link: _Link, joined: _Joined, after: int) -> None:
         session = joined.session
+        logs.bind(**link.fields)
+        latency = metrics.DOWNSTREAM_LATENCY["socketio"]
         try:
             async for item in session.log.follow(after):
                 if isinstance(item, ReplayGap):
@@ -328,6 +345,9 @@ class RealtimeNamespace:
                     continue
                 if item.type not in _NOT_FORWARDED:
                     await self._emit(sid, *_project(item, session))
+                    if item.type == "audio":
+                        # Handed to python-socketio, which writes it to the socket.
+                        latency.observe(time.monotonic() - item.at)
             link.ended = session
         except asyncio.CancelledError:
             raise
