@@ -12,9 +12,10 @@ import asyncio
 import os
 import stat
 import sys
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from voxrelay.audio import StreamResampler, read_wav, wav_bytes
@@ -108,6 +109,9 @@ async def talk(options: TalkOptions, out: TextIO = sys.stdout, err: TextIO = sys
     if options.token is None:
         raise ValueError("talk() needs a token; find_token() finds one")
     token = options.token
+    if options.wav is None and not options.text and not options.mic:
+        raise SystemExit("voxrelay talk: give --wav FILE, --text TEXT or --mic")
+    sounddevice = _sounddevice() if options.mic else None
     source = read_wav(str(options.wav)) if options.wav else None
     input_rate = source.rate if source and source.rate in SAMPLE_RATES else 16000
     conversation = await connect(
@@ -127,8 +131,8 @@ async def talk(options: TalkOptions, out: TextIO = sys.stdout, err: TextIO = sys
     printer = asyncio.get_running_loop().create_task(_print_events(conversation, turn, out))
     try:
         print(f"conversation {conversation.conversation_id} over {options.transport}", file=err)
-        if options.mic:
-            await _talk_by_microphone(conversation, turn, err)
+        if sounddevice is not None:
+            await _talk_by_microphone(sounddevice, conversation, turn, err)
         else:
             if source is not None:
                 pcm = source.data
@@ -138,8 +142,6 @@ async def talk(options: TalkOptions, out: TextIO = sys.stdout, err: TextIO = sys
                 await _stream_audio(conversation, pcm, options, err)
             if options.text:
                 await conversation.send_text(options.text)
-            if source is None and not options.text:
-                raise SystemExit("voxrelay talk: give --wav FILE, --text TEXT or --mic")
             await asyncio.wait_for(turn.done.wait(), options.timeout)
         if options.out is not None and turn.audio:
             options.out.write_bytes(wav_bytes(bytes(turn.audio), conversation.output_rate))
@@ -227,13 +229,21 @@ def _show(event: Event, turn: _Turn, out: TextIO, speaking: bool) -> bool:
     return speaking
 
 
-async def _talk_by_microphone(conversation: Conversation, turn: _Turn, err: TextIO) -> None:
+def _sounddevice() -> Any:
     try:
         import sounddevice  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as error:
         raise SystemExit(
             "voxrelay talk --mic needs the audio extra: pip install 'voxrelay[audio]'"
         ) from error
+    except OSError as error:  # the PortAudio library itself is missing
+        raise SystemExit(f"voxrelay talk --mic: {error} (install libportaudio2)") from error
+    return sounddevice
+
+
+async def _talk_by_microphone(
+    sounddevice: Any, conversation: Conversation, turn: _Turn, err: TextIO
+) -> None:
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes] = asyncio.Queue()
     rate = conversation.input_rate
@@ -310,6 +320,9 @@ def run(options: TalkOptions) -> int:
     except ApiError as error:
         hint = " (is the token for this server?)" if error.status == 401 else ""
         print(f"voxrelay talk: {error}{hint}", file=sys.stderr)
+        return 1
+    except (wave.Error, ValueError, EOFError) as error:
+        print(f"voxrelay talk: cannot read {options.wav}: {error}", file=sys.stderr)
         return 1
     except OSError as error:
         print(f"voxrelay talk: cannot reach {options.url}: {error}", file=sys.stderr)
