@@ -1,0 +1,465 @@
+"""What the relay adds to a voice conversation, per transport.
+
+Starts a realtime echo upstream (``upstream.py``) and ``voxrelay serve`` in
+front of it, then for each transport and each session count N runs N clients
+that stream 16 kHz speech in real time in 20 ms chunks and receive 24 kHz
+audio back, and the same N clients talking to the upstream directly, in the
+same run. Reports, per transport and N: latency per chunk upstream and
+downstream (p50, p99, max) through the relay and direct, their difference
+(what the relay adds), commit-to-first-audio, server CPU seconds per
+session-minute, resident memory per idle session, and the largest N that
+keeps the added p99 under 50 ms. Writes a table, JSON and a PNG plot.
+
+    uv run python benchmarks/relay.py                      # the full sweep
+    uv run python benchmarks/relay.py --sessions 10 --seconds 3 --transports http
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SPEECH = [
+    ROOT.parent / "shared/data/speech/goforward.raw",
+    ROOT / "tests/data/speech/goforward.raw",
+]
+SLACK = 32  # bytes: the resampler may hold a few samples back
+WARM_UP_CHUNKS = 10
+TARGET_P99_MS = 50.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def speech() -> bytes:
+    for path in SPEECH:
+        if path.exists():
+            return path.read_bytes()
+    raise FileNotFoundError("goforward.raw")
+
+
+# -- the processes under test ------------------------------------------------------------
+
+
+class Processes:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.upstream_port = free_port()
+        self.server_port = free_port()
+        self.upstream = subprocess.Popen(
+            [sys.executable, str(HERE / "upstream.py"), "--port", str(self.upstream_port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.upstream.stdout is not None
+        if self.upstream.stdout.readline().strip() != "ready":
+            raise RuntimeError("the benchmark upstream did not start")
+        self.database = f"sqlite:///{workdir / 'bench.db'}"
+        env = {
+            **os.environ,
+            "VOXRELAY_PROVIDER": "openai",
+            "VOXRELAY_OPENAI_URL": f"ws://127.0.0.1:{self.upstream_port}/v1/realtime",
+            "OPENAI_API_KEY": "bench-upstream-key",
+            "VOXRELAY_DATABASE_URL": self.database,
+            "VOXRELAY_LOG_LEVEL": "warning",
+        }
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "voxrelay.cli", "serve", "--port", str(self.server_port)],
+            env=env,
+            stderr=open(workdir / "server.log", "w"),  # noqa: SIM115
+        )
+        self.url = f"http://127.0.0.1:{self.server_port}"
+        self.upstream_url = f"ws://127.0.0.1:{self.upstream_port}/v1/realtime"
+        for _ in range(400):
+            try:
+                if httpx.get(self.url + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("voxrelay serve did not start")
+        self.token = asyncio.run(self._token())
+
+    async def _token(self) -> str:
+        from voxrelay.store import Store
+
+        store = await Store.open(self.database)
+        try:
+            return (await store.create_token("bench", "bench"))[1]
+        finally:
+            await store.close()
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.server.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    async def upstream_records(self) -> dict[str, Any]:
+        async with connect(f"ws://127.0.0.1:{self.upstream_port}/control", max_size=None) as ws:
+            await ws.send("dump")
+            records: dict[str, Any] = json.loads(await ws.recv())
+            return records
+
+    def stop(self) -> None:
+        self.server.send_signal(signal.SIGTERM)
+        try:
+            self.server.wait(15)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+        self.upstream.kill()
+        self.upstream.wait(5)
+
+
+# -- client workers (separate processes, so the clients do not share the server's core) --
+
+
+def _worker(
+    kind: str, url: str, token: str, tags: list[str], start: float, seconds: float, commit: bool
+) -> list[dict[str, Any]]:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(_run_clients(kind, url, token, tags, start, seconds, commit))
+
+
+async def _run_clients(
+    kind: str, url: str, token: str, tags: list[str], start: float, seconds: float, commit: bool
+) -> list[dict[str, Any]]:
+    sys.path.insert(0, str(HERE))
+    from clients import CLIENTS, RealtimeClient, commit_turn, pace
+
+    audio = speech()
+    if kind == "direct":
+        clients = [RealtimeClient(url, "bench-upstream-key", tag, direct=True) for tag in tags]
+    else:
+        clients = [CLIENTS[kind](url, token, tag) for tag in tags]
+    gate = asyncio.Semaphore(20)
+
+    async def open_one(client: Any) -> None:
+        async with gate:
+            await client.open()
+
+    await asyncio.gather(*(open_one(c) for c in clients))
+    loop = asyncio.get_running_loop()
+    # Start on the shared clock, spread over one chunk so not all send at once.
+    begin = loop.time() + max(0.0, start - time.monotonic())
+    if commit:
+        await asyncio.gather(*(commit_turn(c.trace, audio, c.send, c.commit) for c in clients))
+    else:
+        await asyncio.gather(
+            *(
+                pace(c.trace, audio, begin + (i % 40) * 0.0005, seconds, c.send)
+                for i, c in enumerate(clients)
+            )
+        )
+        await asyncio.sleep(0.5)  # let the last answers arrive
+    traces = [c.trace.as_dict() for c in clients]
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    return traces
+
+
+def run_clients(
+    kind: str, url: str, token: str, tags: list[str], seconds: float, *, commit: bool = False
+) -> list[dict[str, Any]]:
+    workers = max(1, min(4, len(tags) // 40 + 1))
+    groups = [tags[i::workers] for i in range(workers)]
+    start = time.monotonic() + 2.0 + len(tags) * 0.01
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_worker, kind, url, token, g, start, seconds, commit) for g in groups if g
+        ]
+        return [trace for f in futures for trace in f.result()]
+
+
+# -- statistics --------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(values, 50) * 1000, 2),
+        "p99": round(percentile(values, 99) * 1000, 2),
+        "max": round(max(values) * 1000, 2) if values else float("nan"),
+        "count": len(values),
+    }
+
+
+def latencies(
+    traces: list[dict[str, Any]], records: dict[str, Any], bytes_per_chunk: int
+) -> tuple[list[float], list[float], float]:
+    """Per-chunk upstream and downstream latencies, and the share of chunks delivered."""
+    up: list[float] = []
+    down: list[float] = []
+    expected = delivered = 0
+    for trace in traces:
+        record = records.get(trace["tag"], {})
+        arrivals = record.get("in", [])
+        arrival_bytes = [b for _, b in arrivals]
+        for k, sent in enumerate(trace["sent"]):
+            if k < WARM_UP_CHUNKS:
+                continue
+            expected += 1
+            index = bisect.bisect_left(arrival_bytes, (k + 1) * bytes_per_chunk - SLACK)
+            if index < len(arrivals):
+                delivered += 1
+                up.append(arrivals[index][0] - sent)
+        received = trace["received"]
+        received_bytes = [b for _, b in received]
+        for n, (sent_at, cumulative) in enumerate(record.get("out", [])):
+            if n < WARM_UP_CHUNKS:
+                continue
+            index = bisect.bisect_left(received_bytes, cumulative - SLACK)
+            if index < len(received):
+                down.append(received[index][0] - sent_at)
+    return up, down, (delivered / expected if expected else 0.0)
+
+
+def commit_latency(traces: list[dict[str, Any]]) -> list[float]:
+    return [
+        first - commit
+        for trace in traces
+        for commit, first in zip(trace["commit_at"], trace["first_after_commit"], strict=False)
+    ]
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def measure(processes: Processes, transport: str, n: int, seconds: float) -> dict[str, Any]:
+    run_id = secrets.token_hex(3)
+    relay_tags = [f"bench:{run_id}:{transport}:{i}" for i in range(n)]
+    direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
+    cpu_before = processes.cpu_seconds()
+    relay = run_clients(transport, processes.url, processes.token, relay_tags, seconds)
+    cpu = processes.cpu_seconds() - cpu_before
+    direct = run_clients("direct", processes.upstream_url, "", direct_tags, seconds)
+    records = asyncio.run(processes.upstream_records())
+    up_relay, down_relay, delivered = latencies(relay, records, 960)
+    up_direct, down_direct, _ = latencies(direct, records, 960)
+    result: dict[str, Any] = {
+        "transport": transport,
+        "sessions": n,
+        "seconds": seconds,
+        "delivered": round(delivered, 4),
+        "errors": sum(len(t["errors"]) for t in relay),
+        "upstream": {"relay": summary(up_relay), "direct": summary(up_direct)},
+        "downstream": {"relay": summary(down_relay), "direct": summary(down_direct)},
+        # Includes the connect and close of every session, so an upper bound.
+        "cpu_seconds_per_session_minute": round(cpu / (n * seconds / 60), 4),
+    }
+    for direction in ("upstream", "downstream"):
+        r, d = result[direction]["relay"], result[direction]["direct"]
+        result[direction]["added"] = {q: round(r[q] - d[q], 2) for q in ("p50", "p99", "max")}
+    return result
+
+
+def measure_commit(processes: Processes, transport: str, n: int) -> dict[str, Any]:
+    run_id = secrets.token_hex(3)
+    relay = run_clients(
+        transport,
+        processes.url,
+        processes.token,
+        [f"commit:{run_id}:{transport}:{i}" for i in range(n)],
+        0,
+        commit=True,
+    )
+    direct = run_clients(
+        "direct",
+        processes.upstream_url,
+        "",
+        [f"commit:{run_id}:direct:{i}" for i in range(n)],
+        0,
+        commit=True,
+    )
+    r, d = summary(commit_latency(relay)), summary(commit_latency(direct))
+    return {
+        "relay": r,
+        "direct": d,
+        "added": {q: round(r[q] - d[q], 2) for q in ("p50", "p99", "max")},
+    }
+
+
+def measure_idle_memory(processes: Processes, n: int) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {processes.token}"}
+    with httpx.Client(base_url=processes.url, headers=headers, timeout=30) as http:
+        http.post("/realtime/end", params={"conversationId": "warm"})
+        warm = http.post("/realtime/session", json={}).json()["session"]
+        http.post("/realtime/end", json={"conversationId": warm["conversationId"]})
+        time.sleep(0.5)
+        before = processes.rss_bytes()
+        sessions = [http.post("/realtime/session", json={}).json()["session"] for _ in range(n)]
+        time.sleep(1.0)
+        after = processes.rss_bytes()
+        for session in sessions:
+            http.post("/realtime/end", json={"conversationId": session["conversationId"]})
+    return {
+        "sessions": n,
+        "rss_before": before,
+        "rss_after": after,
+        "bytes_per_session": (after - before) // n,
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'transport':9} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
+        f"{'down p50/p99/max added ms':>27} | {'cpu s/sess-min':>14}",
+    ]
+    for r in results:
+        up, down = r["upstream"]["added"], r["downstream"]["added"]
+        lines.append(
+            f"{r['transport']:9} {r['sessions']:>4} {r['delivered']:>6.3f} | "
+            f"{up['p50']:>7.2f} {up['p99']:>8.2f} {up['max']:>9.2f} | "
+            f"{down['p50']:>7.2f} {down['p99']:>9.2f} {down['max']:>9.2f} | "
+            f"{r['cpu_seconds_per_session_minute']:>14.3f}"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, direction in zip(axes, ("upstream", "downstream"), strict=True):
+        for transport in sorted({r["transport"] for r in results}):
+            rows = [r for r in results if r["transport"] == transport]
+            ax.plot(
+                [r["sessions"] for r in rows],
+                [r[direction]["added"]["p99"] for r in rows],
+                marker="o",
+                label=f"{transport} p99",
+            )
+            ax.plot(
+                [r["sessions"] for r in rows],
+                [r[direction]["added"]["p50"] for r in rows],
+                marker=".",
+                linestyle="--",
+                label=f"{transport} p50",
+            )
+        ax.axhline(TARGET_P99_MS, color="grey", linewidth=0.8)
+        ax.set_title(f"relay-added latency, {direction}")
+        ax.set_xlabel("concurrent sessions")
+        ax.set_ylabel("ms")
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sessions", default="10,50,100,200,300", help="comma-separated session counts"
+    )
+    parser.add_argument("--transports", default="http,socketio,ws")
+    parser.add_argument("--seconds", type=float, default=8.0, help="streaming time per measurement")
+    parser.add_argument("--idle", type=int, default=100, help="idle sessions for the memory figure")
+    parser.add_argument("--commit-sessions", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = parser.parse_args(argv)
+    counts = [int(n) for n in args.sessions.split(",")]
+    transports = args.transports.split(",")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        processes = Processes(Path(workdir))
+        try:
+            memory = measure_idle_memory(processes, args.idle) if args.idle else None
+            results = []
+            commits = {}
+            for transport in transports:
+                commits[transport] = measure_commit(processes, transport, args.commit_sessions)
+                for n in counts:
+                    result = measure(processes, transport, n, args.seconds)
+                    results.append(result)
+                    print(table([result]).splitlines()[-1], flush=True)
+        finally:
+            processes.stop()
+    sustained = {
+        t: max(
+            (
+                r["sessions"]
+                for r in results
+                if r["transport"] == t
+                and r["delivered"] >= 0.99
+                and r["upstream"]["added"]["p99"] < TARGET_P99_MS
+                and r["downstream"]["added"]["p99"] < TARGET_P99_MS
+            ),
+            default=0,
+        )
+        for t in transports
+    }
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "results": results,
+        "commit_to_first_audio_ms": commits,
+        "idle_memory": memory,
+        "sustained_sessions_p99_under_50ms": sustained,
+    }
+    (args.out / "relay.json").write_text(json.dumps(report, indent=2))
+    print()
+    print(table(results))
+    print()
+    for transport, c in commits.items():
+        print(
+            f"commit to first audio, {transport}: relay p50 {c['relay']['p50']} ms, "
+            f"direct p50 {c['direct']['p50']} ms, "
+            f"added p50 {c['added']['p50']} ms, p99 {c['added']['p99']} ms"
+        )
+    if memory:
+        print(
+            f"resident memory per idle session: {memory['bytes_per_session'] / 1024:.0f} KiB"
+            f" ({memory['sessions']} sessions)"
+        )
+    print(f"largest N with added p99 < {TARGET_P99_MS:.0f} ms: {sustained}")
+    if plot(results, args.out / "latency.png"):
+        print(f"wrote {args.out / 'relay.json'} and {args.out / 'latency.png'}")
+    else:
+        print(f"wrote {args.out / 'relay.json'} (install matplotlib for the plot)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
