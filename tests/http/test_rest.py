@@ -225,3 +225,14 @@ async def test_readyz_reports_an_unreachable_redis(launch) -> None:  # type: ign
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": "ok", "redis": "unavailable"}
     assert ready.json()["error"]["code"] == "not_ready"
+
+
+async def test_readyz_checks_a_real_redis(launch) -> None:  # type: ignore[no-untyped-def]
+    import services
+
+    services.require_or_skip("redis", "Redis is not running on 127.0.0.1:6379")
+    server: RunningServer = launch(redis_url=services.REDIS_URL)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        ready = await http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
