@@ -439,20 +439,21 @@ def _usage_to_beta(usage: Any) -> Any:
     return out
 
 
+# Response fields spelled the same in both dialects.
+_RESPONSE_KEYS = (
+    "id",
+    "object",
+    "status",
+    "status_details",
+    "conversation_id",
+    "max_output_tokens",
+    "metadata",
+)
+
+
 def response_to_beta(response: Mapping[str, Any]) -> dict[str, Any]:
     """A GA ``response`` object (``response.created``/``response.done``) in beta form."""
-    out = _pick(
-        response,
-        (
-            "id",
-            "object",
-            "status",
-            "status_details",
-            "conversation_id",
-            "max_output_tokens",
-            "metadata",
-        ),
-    )
+    out = _pick(response, _RESPONSE_KEYS)
     if isinstance(response.get("output"), list):
         out["output"] = [item_to_beta(i) for i in response["output"] if isinstance(i, Mapping)]
     if "usage" in response:
@@ -470,19 +471,7 @@ def response_to_beta(response: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def response_to_ga(response: Mapping[str, Any]) -> dict[str, Any]:
-    out = _pick(
-        response,
-        (
-            "id",
-            "object",
-            "status",
-            "status_details",
-            "conversation_id",
-            "max_output_tokens",
-            "metadata",
-            "usage",
-        ),
-    )
+    out = _pick(response, (*_RESPONSE_KEYS, "usage"))
     if isinstance(response.get("output"), list):
         out["output"] = [item_to_ga(i) for i in response["output"] if isinstance(i, Mapping)]
     if "modalities" in response:
