@@ -382,11 +382,9 @@ class Session:
                 if not isinstance(error, SessionEnded):
                     log.warning("upstream rejected %s: %s", command.kind, error)
                     self._publish_error("upstream_error", "the upstream did not take the request")
-                    if command.done is None:
-                        continue
-                continue
-            if command.done is not None and not command.done.done():
-                command.done.set_result(None)
+            else:
+                if command.done is not None and not command.done.done():
+                    command.done.set_result(None)
 
     async def _apply(self, command: _Command) -> None:
         if command.kind == "audio":
