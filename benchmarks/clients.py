@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import time
@@ -14,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import socketio
 from websockets.asyncio.client import connect
 
 from voxrelay.audio import StreamResampler
 
+_AUDIO = re.compile(r'"audio":\s*"([^"]*)"')
 _DELTA = re.compile(r'"delta":\s*"([^"]*)"')
 RATE_IN = 16000
 CHUNK = RATE_IN // 50 * 2  # 20 ms at 16 kHz
@@ -163,10 +164,17 @@ class HttpClient:
 
 
 class SocketIOClient:
+    """Socket.IO (protocol v5 over Engine.IO v4, WebSocket transport) spoken
+    directly on a WebSocket: the python-socketio client costs more CPU per
+    chunk than the server under test, which would measure the client."""
+
     def __init__(self, url: str, token: str, tag: str) -> None:
         self.trace = Trace(tag)
         self._url, self._token = url, token
-        self._sio = socketio.AsyncClient(reconnection=False)
+        self._ws: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._acks: dict[int, asyncio.Future[str]] = {}
+        self._next_ack = 0
 
     async def open(self) -> None:
         async with httpx.AsyncClient(
@@ -177,28 +185,54 @@ class SocketIOClient:
                 json={"instructions": self.trace.tag, "turnDetection": "manual"},
             )
             session = response.json()["session"]
+        target = self._url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+        self._ws = await connect(target, max_size=None, compression=None)
+        await self._ws.recv()  # Engine.IO open
+        await self._ws.send("40/realtime," + json.dumps({"token": self._token}))
+        while not (await self._ws.recv()).startswith("40/realtime"):
+            pass
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        await self._call("join-session", {"sessionId": session["id"]})
 
-        async def audio(data: dict[str, Any]) -> None:
-            self.trace.got(b64_bytes(data["audio"]))
+    async def _read(self) -> None:
+        async for message in self._ws:
+            if isinstance(message, bytes):
+                continue
+            if message == "2":
+                await self._ws.send("3")  # Engine.IO pong
+            elif message.startswith('42/realtime,["ai-audio"'):
+                match = _AUDIO.search(message)
+                if match is not None:
+                    self.trace.got(b64_bytes(match.group(1)))
+            elif message.startswith("43/realtime,"):
+                number = int(re.match(r"43/realtime,(\d+)", message).group(1))  # type: ignore[union-attr]
+                future = self._acks.pop(number, None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            elif message.startswith('42/realtime,["error"'):
+                self.trace.errors.append(message[:200])
 
-        self._sio.on("ai-audio", audio, namespace="/realtime")
-        await self._sio.connect(
-            self._url,
-            auth={"token": self._token},
-            namespaces=["/realtime"],
-            transports=["websocket"],
-        )
-        await self._sio.call("join-session", {"sessionId": session["id"]}, namespace="/realtime")
+    async def _call(self, event: str, data: dict[str, Any]) -> str:
+        self._next_ack += 1
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._acks[self._next_ack] = future
+        await self._ws.send(f"42/realtime,{self._next_ack}" + json.dumps([event, data]))
+        return await asyncio.wait_for(future, 30)
 
     async def send(self, pcm: bytes) -> None:
-        await self._sio.emit("audio-chunk", pcm, namespace="/realtime")
+        # A binary event: the packet with a placeholder, then the attachment.
+        await self._ws.send('451-/realtime,["audio-chunk",{"_placeholder":true,"num":0}]')
+        await self._ws.send(pcm)
 
     async def commit(self) -> None:
-        await self._sio.emit("commit-audio", {}, namespace="/realtime")
+        await self._ws.send('42/realtime,["commit-audio",{}]')
 
     async def close(self) -> None:
-        await self._sio.call("end-session", {}, namespace="/realtime")
-        await self._sio.disconnect()
+        with contextlib.suppress(Exception):
+            await self._call("end-session", {})
+        if self._reader is not None:
+            self._reader.cancel()
+        await self._ws.close()
 
 
 class RealtimeClient:
