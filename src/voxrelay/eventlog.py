@@ -25,6 +25,7 @@ class Event:
     data: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
     _json: str | None = None
+    _sse: bytes | None = None
 
     @property
     def json(self) -> str:
@@ -34,9 +35,21 @@ class Event:
         return self._json
 
     @property
+    def sse(self) -> bytes:
+        """The event as a Server-Sent Events frame, also encoded once."""
+        if self._sse is None:
+            self._sse = sse_frame(self.id, self.type, self.json)
+        return self._sse
+
+    @property
     def size(self) -> int:
         audio = self.data.get("audio")
         return 128 + (len(audio) if isinstance(audio, str) else 0)
+
+
+def sse_frame(event_id: int, event_type: str, data: str) -> bytes:
+    # JSON never holds a raw line break, so the data is always one line.
+    return f"id: {event_id}\r\nevent: {event_type}\r\ndata: {data}\r\n\r\n".encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate, bearer_token
 from voxrelay.config import SAMPLE_RATES
 from voxrelay.errors import ApiError, describe_validation, invalid, not_found
-from voxrelay.eventlog import ReplayGap
+from voxrelay.eventlog import ReplayGap, sse_frame
 from voxrelay.hub import ConversationBusy, SessionHub
 from voxrelay.providers.base import ProviderError, SessionOptions
 from voxrelay.session import Session, SessionEnded
@@ -447,7 +447,7 @@ async def stream(
 
 async def _sse_events(
     session: Session, last_event_id: int | None, *, fresh: bool
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     log = session.log
     latency = metrics.DOWNSTREAM_LATENCY["sse"]
     with session.attached(), metrics.ACTIVE_STREAMS.labels(transport="sse").track_inprogress():
@@ -461,8 +461,12 @@ async def _sse_events(
             after = log.last_id
             first = log.get(1)
             if first is not None:
-                yield ServerSentEvent(first.json, event=first.type, id=str(after))
+                yield sse_frame(after, first.type, first.json)
         head = log.last_id
+        # Frames already in the log go out in one write: a listener that fell
+        # behind catches up with one send instead of one per event.
+        frames: list[bytes] = []
+        audio_times: list[float] = []
         async for item in log.follow(after):
             if isinstance(item, ReplayGap):
                 message = (
@@ -470,14 +474,23 @@ async def _sse_events(
                     f" resuming at {item.resumed_at}"
                 )
                 data = json.dumps({"code": "replay_gap", "message": message})
-                yield ServerSentEvent(data, event="error", id=str(item.resumed_at - 1))
+                frames.append(sse_frame(item.resumed_at - 1, "error", data))
                 continue
             if item.id <= head:
                 metrics.REPLAYED_EVENTS.inc()
-            yield ServerSentEvent(item.json, event=item.type, id=str(item.id))
-            # Resumed once sse-starlette has sent the event: it is written.
-            if item.type == "audio" and item.id > head:
-                latency.observe(time.monotonic() - item.at)
+            elif item.type == "audio":
+                audio_times.append(item.at)
+            frames.append(item.sse)
+            if item.id < log.last_id:
+                continue
+            yield frames[0] if len(frames) == 1 else b"".join(frames)
+            frames.clear()
+            # Resumed once sse-starlette has sent the frames: they are written.
+            if audio_times:
+                now = time.monotonic()
+                for at in audio_times:
+                    latency.observe(now - at)
+                audio_times.clear()
 
 
 @router.post("/realtime/upload")
