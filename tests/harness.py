@@ -180,3 +180,27 @@ async def paced(pcm: bytes, rate: int, *, chunk_ms: int = 20, speed: float = 8.0
     for start in range(0, len(pcm), step):
         yield pcm[start : start + step]
         await asyncio.sleep(chunk_ms / 1000 / speed)
+
+
+async def wait_until(condition: Callable[[], Any], seconds: float = 10) -> None:
+    """Poll ``condition`` until it holds; fail the test if it never does."""
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    assert condition()
+
+
+async def stored_messages(
+    server: RunningServer, token: str, conversation_id: str, count: int
+) -> list[tuple[str, str]]:
+    """(role, text) of a conversation's messages, once at least ``count`` are stored."""
+    from voxrelay.client import VoxrelayClient
+
+    async with VoxrelayClient(server.url, token) as client:
+        for _ in range(250):
+            messages = (await client.conversation(conversation_id))["messages"]
+            if len(messages) >= count:
+                return [(m["role"], m["text"]) for m in messages]
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"fewer than {count} messages stored: {messages}")

@@ -3,14 +3,13 @@ a fake upstream that speaks OpenAI's Realtime protocol."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from fakes.openai_realtime import FakeRealtimeServer
-from harness import EventReader, RunningServer, paced, read_pcm, silence
+from harness import EventReader, RunningServer, paced, read_pcm, silence, wait_until
 
 from voxrelay.client import ApiError, VoxrelayClient
 
@@ -29,14 +28,6 @@ def relay(launch: Callable[..., RunningServer], fake: FakeRealtimeServer) -> Run
     return launch(
         provider="openai", openai_url=fake.url, openai_api_key=KEY, openai_model="gpt-test"
     )
-
-
-async def _until(condition: Callable[[], bool], seconds: float = 5) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    assert condition()
 
 
 async def _open(client: VoxrelayClient, **params: object) -> tuple[EventReader, str]:
@@ -61,7 +52,7 @@ async def test_upstream_hears_audio_before_the_upload_ends(
 
         result = await client.upload(conversation_id, body())
         assert result["bytesReceived"] == 9600
-        await _until(lambda: len(fake.audio_received()) >= 9600)
+        await wait_until(lambda: len(fake.audio_received()) >= 9600, seconds=5)
         assert fake.audio_received() == first + b"\x20\x00" * 2400
         await reader.close()
 

@@ -5,35 +5,16 @@ a valid event of its dialect."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import EventReader, RunningServer
+from harness import EventReader, RunningServer, stored_messages, wait_until
 from realtime_ws_client import connect, conversation_id, names, speech_24k, text_item
 from websockets.exceptions import ConnectionClosed
 
 from voxrelay.client import VoxrelayClient
 
 CLIENT_DIALECTS = pytest.mark.parametrize("client_dialect", ["ga", "beta"])
-
-
-async def _until(condition: Callable[[], Any], seconds: float = 10) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    assert condition()
-
-
-async def _messages(server: RunningServer, token: str, cid: str, count: int) -> list[Any]:
-    async with VoxrelayClient(server.url, token) as client:
-        for _ in range(250):
-            messages = (await client.conversation(cid))["messages"]
-            if len(messages) >= count:
-                return [(m["role"], m["text"]) for m in messages]
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"fewer than {count} messages stored: {messages}")
 
 
 def _without_audio(events: list[dict[str, Any]]) -> list[str]:
@@ -92,8 +73,8 @@ async def test_text_turn(server: RunningServer, client_dialect: str) -> None:
         assert done["status"] == "completed"
         assert done["output"][0]["role"] == "assistant"
     assert conversation.problems == []
-    await _until(lambda: server.hub.for_conversation(cid) is None)
-    assert await _messages(server, token, cid, 2) == [
+    await wait_until(lambda: server.hub.for_conversation(cid) is None)
+    assert await stored_messages(server, token, cid, 2) == [
         ("user", "hello there"),
         ("assistant", "You said: hello there"),
     ]
@@ -127,7 +108,7 @@ async def test_spoken_turn_with_server_vad(server: RunningServer, client_dialect
         assert events[-1]["response"]["status"] == "completed"
         assert any(e["type"] == names(client_dialect)["audio.delta"] for e in events)
     assert conversation.problems == []
-    messages = await _messages(server, token, cid, 2)
+    messages = await stored_messages(server, token, cid, 2)
     assert messages[0] == ("user", completed["transcript"])
     assert messages[1] == ("assistant", f"You said: {completed['transcript']}")
 
@@ -184,7 +165,7 @@ async def test_settings_apply_and_a_manual_turn(server: RunningServer, client_di
         assert not conversation.of_type("error")
         assert len(conversation.of_type("response.created")) == 1
     assert conversation.problems == []
-    assert len(await _messages(server, token, cid, 2)) == 2
+    assert len(await stored_messages(server, token, cid, 2)) == 2
 
 
 async def test_commit_without_audio_and_cancel_without_response_are_errors(
@@ -257,7 +238,7 @@ async def test_truncate_cuts_the_answer(server: RunningServer) -> None:
         truncated = (await conversation.until("conversation.item.truncated"))[-1]
         assert truncated["audio_end_ms"] == 300
     assert conversation.problems == []
-    messages = await _messages(server, token, cid, 2)
+    messages = await stored_messages(server, token, cid, 2)
     assert len(messages[1][1]) < len(f"You said: {text}")
 
 
@@ -266,7 +247,7 @@ async def test_client_close_ends_at_once_but_a_lost_link_waits(server: RunningSe
     async with connect(server, token) as conversation:
         await conversation.until("conversation.created")
         ended = conversation_id(conversation)
-    await _until(lambda: server.hub.for_conversation(ended) is None)
+    await wait_until(lambda: server.hub.for_conversation(ended) is None)
 
     async with connect(server, token) as conversation:
         await conversation.until("conversation.created")

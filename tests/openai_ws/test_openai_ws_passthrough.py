@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fakes.openai_realtime import FakeRealtimeServer
-from harness import EventReader, RunningServer
+from harness import EventReader, RunningServer, stored_messages, wait_until
 from realtime_ws_client import (
     KEY,
     connect,
@@ -25,24 +24,6 @@ from websockets.exceptions import ConnectionClosed
 from voxrelay.client import VoxrelayClient
 
 CLIENT_DIALECTS = pytest.mark.parametrize("client_dialect", ["ga", "beta"])
-
-
-async def _until(condition: Callable[[], Any], seconds: float = 10) -> None:
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    assert condition()
-
-
-async def _messages(relay: RunningServer, token: str, cid: str, count: int) -> list[Any]:
-    async with VoxrelayClient(relay.url, token) as client:
-        for _ in range(250):
-            messages = (await client.conversation(cid))["messages"]
-            if len(messages) >= count:
-                return [(m["role"], m["text"]) for m in messages]
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"fewer than {count} messages stored: {messages}")
 
 
 def _session_update(client_dialect: str) -> dict[str, Any]:
@@ -140,8 +121,8 @@ async def test_text_turn_with_settings_passed_through(
 
     assert conversation.problems == []
     # The client closed: the conversation ends at once, its turns stored.
-    await _until(lambda: relay.hub.for_conversation(cid) is None)
-    assert await _messages(relay, token, cid, 2) == [
+    await wait_until(lambda: relay.hub.for_conversation(cid) is None)
+    assert await stored_messages(relay, token, cid, 2) == [
         ("user", "my name is Dana"),
         ("assistant", fake.reply("my name is Dana")),
     ]
@@ -171,10 +152,10 @@ async def test_audio_turn_goes_upstream_unchanged_and_is_stored(
         )
         assert heard["transcript"] == "go forward ten meters"
         assert turn[-1]["response"]["status"] == "completed"
-        await _until(lambda: len(fake.audio_received()) >= len(speech))
+        await wait_until(lambda: len(fake.audio_received()) >= len(speech))
         assert fake.audio_received() == speech
     assert conversation.problems == []
-    assert await _messages(relay, token, cid, 2) == [
+    assert await stored_messages(relay, token, cid, 2) == [
         ("user", "go forward ten meters"),
         ("assistant", fake.reply("go forward ten meters")),
     ]
@@ -191,8 +172,8 @@ async def test_resuming_a_conversation_sends_its_history_upstream(
         await first.conn.conversation.item.create(item=text_item("remember the lighthouse"))
         await first.conn.response.create()
         await first.until("response.done")
-    await _messages(relay, token, cid, 2)
-    await _until(lambda: relay.hub.for_conversation(cid) is None)
+    await stored_messages(relay, token, cid, 2)
+    await wait_until(lambda: relay.hub.for_conversation(cid) is None)
 
     async with connect(relay, token, conversationId=cid) as again:
         await again.until("conversation.created")
@@ -209,7 +190,7 @@ async def test_resuming_a_conversation_sends_its_history_upstream(
         await again.conn.response.create()
         await again.until("response.done")
     assert again.problems == []
-    messages = await _messages(relay, token, cid, 4)
+    messages = await stored_messages(relay, token, cid, 4)
     assert messages[2] == ("user", "what did I say?")
 
 
@@ -310,7 +291,7 @@ async def test_interrupting_cuts_the_stored_answer(
         done = next(e for e in events if e["type"] == "response.done")
         assert done["response"]["status"] == "cancelled"
     assert conversation.problems == []
-    messages = await _messages(relay, token, cid, 2)
+    messages = await stored_messages(relay, token, cid, 2)
     assert messages[0] == ("user", story)
     assert len(messages[1][1]) < len(fake.reply(story))
 
