@@ -12,6 +12,7 @@ from typing import Any
 
 from voxrelay import metrics
 from voxrelay.config import Settings
+from voxrelay.events import ModelEvent
 from voxrelay.providers.base import HistoryMessage, Provider, SessionOptions
 from voxrelay.session import EndReason, RawProvider, Session
 from voxrelay.store import Store
@@ -91,10 +92,11 @@ class SessionHub:
         own_listener = raw.on_raw if raw is not None else None
         if raw is not None:
             raw.on_raw = _both(own_listener, opening.append)
+        inbox = _Inbox()
         name = self._settings.provider
         opening_at = time.monotonic()
         try:
-            await provider.open(options, history)
+            await provider.open(options, history, inbox)
         except Exception as error:
             metrics.UPSTREAM_FAILURES.labels(provider=name, stage="open").inc()
             log.warning(
@@ -142,6 +144,7 @@ class SessionHub:
             for event in opening:
                 session.on_raw(event)
             raw.on_raw = _both(own_listener, session.on_raw)
+        inbox.deliver_to(session.on_model_event)
         self._sessions[session.id] = session
         self._by_conversation[conversation_id] = session
         session.start()
@@ -197,6 +200,28 @@ class SessionHub:
         self._closing = True
         sessions = list(self._sessions.values())
         await asyncio.gather(*(s.end(reason) for s in sessions), return_exceptions=True)
+
+
+class _Inbox:
+    """Where a provider emits: its events wait here until their session exists."""
+
+    __slots__ = ("_held", "_target")
+
+    def __init__(self) -> None:
+        self._held: list[ModelEvent] = []
+        self._target: Callable[[ModelEvent], None] | None = None
+
+    def __call__(self, event: ModelEvent) -> None:
+        if self._target is not None:
+            self._target(event)
+        else:
+            self._held.append(event)
+
+    def deliver_to(self, target: Callable[[ModelEvent], None]) -> None:
+        held, self._held = self._held, []
+        self._target = target
+        for event in held:
+            target(event)
 
 
 def _both(

@@ -2,10 +2,15 @@
 
 A ``Session`` holds the upstream link, turns the provider's events into the
 numbered client-facing event log, and persists each finished turn. Requests
-from transports (audio, commit, text, interrupt) are messages to its owner
-task, which applies them in order; every way a session ends (client, idle,
-shutdown, upstream failure) goes through ``end(reason)``, which flushes the
-stored transcript and writes ``conversation_ended`` last.
+from transports (audio, commit, text, interrupt) are applied one at a time, in
+the order they come, under the session's one ordering lock; every way a session
+ends (client, idle, shutdown, upstream failure) goes through ``end(reason)``,
+which flushes the stored transcript and writes ``conversation_ended`` last.
+
+The audio path has no hop of its own: a transport's call applies its chunk
+(resample, hand to the provider) in the transport's own task when nothing is
+ahead of it, and the provider's events are handled in the callback that
+delivers them, so a chunk costs no task switch inside the session either way.
 
 Beside the normalized log, a session whose provider speaks the OpenAI Realtime
 protocol (``RawProvider``) offers a raw pass-through for the OpenAI-compatible
@@ -23,7 +28,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -92,21 +97,6 @@ class _AssistantItem:
 
 
 @dataclass(slots=True)
-class _Command:
-    kind: Literal["audio", "commit", "text", "interrupt", "user_text", "heard", "raw"]
-    audio: bytes = b""
-    rate: int = 0
-    text: str = ""
-    item_id: str = ""
-    played_ms: int | None = None
-    raw: Mapping[str, Any] | None = None
-    done: asyncio.Future[None] | None = None
-    # Client audio (or a raw audio append): the transport it came by, and when.
-    transport: str = ""
-    received_at: float = 0.0
-
-
-@dataclass(slots=True)
 class _Turn:
     """Timing of the answer to one user turn, stored with the answer."""
 
@@ -162,7 +152,9 @@ class Session:
         self._last_assistant: _AssistantItem | None = None
         self._responding: str | None = None
         self._turn: _Turn | None = None
-        self._commands: asyncio.Queue[_Command] = asyncio.Queue(maxsize=256)
+        # Requests are applied one at a time, in order (asyncio.Lock wakes waiters FIFO);
+        # an uncontended acquire does not suspend.
+        self._order = asyncio.Lock()
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = asyncio.Event()
@@ -184,13 +176,12 @@ class Session:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin pumping; the provider must already be open."""
+        """Begin storing transcripts; the provider must already be open, delivering
+        its events to ``on_model_event``."""
         loop = asyncio.get_running_loop()
-        # The owner's tasks log as this session's, whichever request started it.
+        # The session's own task logs as this session's, whichever request started it.
         context = logs.session_context(self.conversation_id, self.id)
         self._tasks = [
-            loop.create_task(self._pump_model_events(), name=f"{self.id}-events", context=context),
-            loop.create_task(self._pump_commands(), name=f"{self.id}-commands", context=context),
             loop.create_task(self._write_transcripts(), name=f"{self.id}-writes", context=context),
         ]
 
@@ -208,21 +199,15 @@ class Session:
         await self._ended.wait()
 
     async def _end(self, reason: EndReason) -> None:
+        # From here on requests are refused and model events dropped.
         self.status = "ended"
         self.end_reason = reason
-        pumps = self._tasks[:2]
-        current = asyncio.current_task()
-        for task in pumps:
-            if task is not current:
-                task.cancel()
         with contextlib.suppress(Exception):
             await self._provider.close()
-        await asyncio.gather(*pumps, return_exceptions=True)
-        self._fail_pending_commands()
         self._store_unfinished_answers()
         self._writes.put_nowait(None)
-        if len(self._tasks) > 2:
-            await asyncio.gather(self._tasks[2], return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             await self._store.end_session(self.id, reason)
         except Exception:
@@ -302,137 +287,111 @@ class Session:
     async def send_audio(
         self, pcm: bytes, rate: int | None = None, *, transport: str = "", received_at: float = 0.0
     ) -> None:
-        """Queue client audio (at ``rate``, default the session's input rate). A
-        ``transport`` of ``metrics.AUDIO_TRANSPORTS`` with the ``time.monotonic()`` it
-        received the chunk at is measured in ``voxrelay_relay_latency_seconds``."""
-        await self._put(
-            _Command(
-                "audio",
-                audio=pcm,
-                rate=rate or self.input_rate,
-                transport=transport,
-                received_at=received_at,
-            )
-        )
+        """Send client audio (at ``rate``, default the session's input rate) upstream,
+        after every request before it. A ``transport`` of ``metrics.AUDIO_TRANSPORTS`` with
+        the ``time.monotonic()`` it received the chunk at is measured in
+        ``voxrelay_relay_latency_seconds``. A failure upstream is reported to the
+        listeners as an ``error`` event, not raised: the client's stream goes on."""
+        if not self.active:
+            raise SessionEnded(self.id)
+        rate = rate or self.input_rate
+        async with self._order:
+            if not self.active:
+                raise SessionEnded(self.id)
+            try:
+                resampler = self._resamplers.get(rate)
+                if resampler is None:
+                    resampler = StreamResampler(rate, self._provider.input_rate)
+                    self._resamplers[rate] = resampler
+                pcm = resampler.feed(pcm)
+                if pcm:
+                    await self._provider.send_audio(pcm)
+                    if received_at:
+                        metrics.UPSTREAM_LATENCY[transport].observe(time.monotonic() - received_at)
+            except Exception as error:
+                self._upstream_refused("audio", error)
 
     async def commit(self) -> None:
-        await self._request(_Command("commit"))
+        async with self._applying():
+            self._turn = _Turn()
+            await self._provider.commit()
 
     async def send_text(self, text: str, item_id: str | None = None) -> str:
         """Send a typed user message upstream and ask for an answer. With the
         ``item_id`` of a message already stored by ``add_user_text``, it is not
         stored or published again."""
         item_id = item_id or new_item_id()
-        await self._request(_Command("text", text=text, item_id=item_id))
+        async with self._applying():
+            self._turn = _Turn()
+            if item_id in self._recorded_texts:
+                self._recorded_texts.discard(item_id)
+            else:
+                self._record_user_text(item_id, text)
+            await self._provider.send_text(item_id, text)
         return item_id
 
     async def add_user_text(self, item_id: str, text: str) -> None:
         """Store a typed user message whose item id the client chose, in its place
         in the conversation, and publish its final transcript; nothing goes upstream
         (the caller sends the item itself, raw or with ``send_text``)."""
-        await self._request(_Command("user_text", text=text, item_id=item_id))
+        async with self._applying():
+            self._turn = _Turn()
+            self._record_user_text(item_id, text)
+            self._recorded_texts.add(item_id)
 
     async def note_heard(self, item_id: str, played_ms: int) -> None:
         """The user heard only ``played_ms`` of assistant item ``item_id``: cut its stored
         transcript as ``interrupt`` does, without telling the upstream (a pass-through
         client sends its own ``conversation.item.truncate``)."""
-        await self._request(_Command("heard", item_id=item_id, played_ms=played_ms))
+        async with self._applying():
+            item = self._last_assistant
+            if item is not None and item.item_id == item_id:
+                self._cut_to_heard(item, played_ms)
 
     async def send_raw(
         self, event: Mapping[str, Any], *, transport: str = "", received_at: float = 0.0
     ) -> None:
         """Send an upstream event as is, in order with every other request (for an
         audio append, ``transport`` and ``received_at`` as for ``send_audio``)."""
-        if self._raw_provider is None:
+        raw = self._raw_provider
+        if raw is None:
             raise TypeError("this session's provider has no raw pass-through")
-        await self._request(
-            _Command("raw", raw=event, transport=transport, received_at=received_at)
-        )
-
-    async def interrupt(self, played_ms: int | None = None) -> None:
-        await self._request(_Command("interrupt", played_ms=played_ms))
-
-    async def _put(self, command: _Command) -> None:
-        if not self.active:
-            raise SessionEnded(self.id)
-        await self._commands.put(command)
-
-    async def _request(self, command: _Command) -> None:
-        """Queue a command and wait until the owner has applied it."""
-        command.done = asyncio.get_running_loop().create_future()
-        await self._put(command)
-        await command.done
-
-    def _fail_pending_commands(self) -> None:
-        while not self._commands.empty():
-            command = self._commands.get_nowait()
-            if command.done is not None and not command.done.done():
-                command.done.set_exception(SessionEnded(self.id))
-
-    # -- the owner's loops ---------------------------------------------------------------
-
-    async def _pump_commands(self) -> None:
-        while True:
-            command = await self._commands.get()
-            try:
-                await self._apply(command)
-            except Exception as error:
-                if command.done is not None and not command.done.done():
-                    command.done.set_exception(error)
-                if not isinstance(error, SessionEnded):
-                    log.warning("upstream rejected %s: %s", command.kind, error)
-                    self._publish_error("upstream_error", "the upstream did not take the request")
-            else:
-                if command.done is not None and not command.done.done():
-                    command.done.set_result(None)
-
-    async def _apply(self, command: _Command) -> None:
-        if command.kind == "audio":
-            resampler = self._resamplers.get(command.rate)
-            if resampler is None:
-                resampler = StreamResampler(command.rate, self._provider.input_rate)
-                self._resamplers[command.rate] = resampler
-            pcm = resampler.feed(command.audio)
-            if pcm:
-                await self._provider.send_audio(pcm)
-                if command.received_at:
-                    metrics.UPSTREAM_LATENCY[command.transport].observe(
-                        time.monotonic() - command.received_at
-                    )
-        elif command.kind == "commit":
-            self._turn = _Turn()
-            await self._provider.commit()
-        elif command.kind == "text":
-            self._turn = _Turn()
-            if command.item_id in self._recorded_texts:
-                self._recorded_texts.discard(command.item_id)
-            else:
-                self._record_user_text(command.item_id, command.text)
-            await self._provider.send_text(command.item_id, command.text)
-        elif command.kind == "user_text":
-            self._turn = _Turn()
-            self._record_user_text(command.item_id, command.text)
-            self._recorded_texts.add(command.item_id)
-        elif command.kind == "interrupt":
-            await self._interrupt(command.played_ms)
-        elif command.kind == "heard":
-            item = self._last_assistant
-            if item is not None and item.item_id == command.item_id:
-                self._cut_to_heard(item, command.played_ms or 0)
-        elif command.kind == "raw" and command.raw is not None:
-            assert self._raw_provider is not None
+        async with self._applying():
             if (
-                command.raw.get("type") in ("input_audio_buffer.commit", "response.create")
+                event.get("type") in ("input_audio_buffer.commit", "response.create")
                 and self._responding is None
                 and (self._turn is None or self._turn.first_audio_ms is not None)
             ):
                 # A pass-through client ends its turn itself: time the answer from here.
                 self._turn = _Turn()
-            await self._raw_provider.send_raw(command.raw)
-            if command.received_at:
-                metrics.UPSTREAM_LATENCY[command.transport].observe(
-                    time.monotonic() - command.received_at
-                )
+            await raw.send_raw(event)
+            if received_at:
+                metrics.UPSTREAM_LATENCY[transport].observe(time.monotonic() - received_at)
+
+    async def interrupt(self, played_ms: int | None = None) -> None:
+        async with self._applying():
+            await self._interrupt(played_ms)
+
+    @contextlib.asynccontextmanager
+    async def _applying(self) -> AsyncIterator[None]:
+        """Apply a request after every one before it; a failure upstream is also
+        reported to the listeners, then raised to the caller."""
+        if not self.active:
+            raise SessionEnded(self.id)
+        async with self._order:
+            if not self.active:
+                raise SessionEnded(self.id)
+            try:
+                yield
+            except SessionEnded:
+                raise
+            except Exception as error:
+                self._upstream_refused("request", error)
+                raise
+
+    def _upstream_refused(self, what: str, error: Exception) -> None:
+        log.warning("upstream rejected %s: %s", what, error)
+        self._publish_error("upstream_error", "the upstream did not take the request")
 
     def _record_user_text(self, item_id: str, text: str) -> None:
         position = self._position_of(item_id)
@@ -461,20 +420,23 @@ class Session:
             self._publish_final("assistant", item.item_id, text)
         return heard_ms
 
-    async def _pump_model_events(self) -> None:
-        reason: EndReason = "upstream_failed"
+    def on_model_event(self, event: ModelEvent) -> None:
+        """The provider's ``emit``: apply one model event (see ``Provider``)."""
+        if not self.active:
+            return
         try:
-            async for event in self._provider.events():
-                self._on_model_event(event)
-                if isinstance(event, ModelError) and event.fatal:
-                    break
-        except asyncio.CancelledError:
-            raise
+            self._on_model_event(event)
         except Exception:
-            log.exception("upstream link of session %s failed", self.id)
-        if self.active:
+            log.exception("handling an upstream event of session %s failed", self.id)
+            self._lose_upstream()
+            return
+        if isinstance(event, ModelError) and event.fatal:
+            self._lose_upstream()
+
+    def _lose_upstream(self) -> None:
+        if self.active and self._ending is None:
             log.warning("upstream link lost; ending the session")
-            asyncio.get_running_loop().create_task(self.end(reason))
+            asyncio.get_running_loop().create_task(self.end("upstream_failed"))
 
     def _on_model_event(self, event: ModelEvent) -> None:
         if isinstance(event, AudioDelta):

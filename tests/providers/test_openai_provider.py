@@ -60,17 +60,18 @@ def provider_for(fake: FakeRealtimeServer) -> RealtimeProvider:
 
 
 class Collector:
-    """Reads ``provider.events()`` in the background, as a session would."""
+    """Where the provider emits its events, as a session's ``on_model_event`` is.
+    ``lost`` is set by a fatal error (the link dropped)."""
 
-    def __init__(self, provider: RealtimeProvider) -> None:
+    def __init__(self) -> None:
         self.events: list[ModelEvent] = []
-        self.ended = asyncio.Event()
-        self._task = asyncio.create_task(self._run(provider))
+        self.lost = asyncio.Event()
 
-    async def _run(self, provider: RealtimeProvider) -> None:
-        async for event in provider.events():
-            self.events.append(event)
-        self.ended.set()
+    def __call__(self, event: ModelEvent) -> None:
+        assert not self.lost.is_set(), f"{event} emitted after the link was lost"
+        self.events.append(event)
+        if isinstance(event, ModelError) and event.fatal:
+            self.lost.set()
 
     async def until(self, match: Callable[[ModelEvent], bool], seconds: float = 5.0) -> ModelEvent:
         async with asyncio.timeout(seconds):
@@ -85,8 +86,6 @@ class Collector:
         assert isinstance(done, ResponseDone)
         return done
 
-    def stop(self) -> None:
-        self._task.cancel()
 
 
 @pytest.fixture(params=["ga", "beta"])
@@ -100,10 +99,9 @@ async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeRealtimeServ
 async def opened(fake: FakeRealtimeServer) -> AsyncIterator[tuple[RealtimeProvider, Collector]]:
     """A provider opened with default options and a collector reading its events."""
     provider = provider_for(fake)
-    await provider.open(SessionOptions(), [])
-    collector = Collector(provider)
+    collector = Collector()
+    await provider.open(SessionOptions(), [], collector)
     yield provider, collector
-    collector.stop()
     await provider.close()
 
 
@@ -114,10 +112,10 @@ async def test_openai_url_and_bearer_auth() -> None:
     async with FakeRealtimeServer("ga") as fake:
         provider = openai_provider(openai_settings(fake, openai_model="gpt-realtime-mini"))
         assert provider.dialect == "ga"
-        await provider.open(SessionOptions(), [])
+        await provider.open(SessionOptions(), [], Collector())
         await provider.close()
         merged = openai_provider(openai_settings(fake).with_changes(openai_url=fake.url + "?x=1"))
-        await merged.open(SessionOptions(), [])
+        await merged.open(SessionOptions(), [], Collector())
         await merged.close()
     first, second = fake.connections
     assert first.path == "/v1/realtime?model=gpt-realtime-mini"
@@ -131,7 +129,7 @@ async def test_azure_ga_url_and_api_key() -> None:
     async with FakeRealtimeServer("ga") as fake:
         provider = azure_provider(azure_settings(fake))
         assert provider.dialect == "ga"
-        await provider.open(SessionOptions(), [])
+        await provider.open(SessionOptions(), [], Collector())
         await provider.close()
     (record,) = fake.connections
     assert record.path == "/openai/v1/realtime?model=voice"
@@ -144,7 +142,7 @@ async def test_azure_preview_url_and_api_key() -> None:
     async with FakeRealtimeServer("beta") as fake:
         provider = azure_provider(azure_settings(fake, azure_api_version=PREVIEW))
         assert provider.dialect == "beta"
-        await provider.open(SessionOptions(), [])
+        await provider.open(SessionOptions(), [], Collector())
         await provider.close()
     (record,) = fake.connections
     assert record.path == f"/openai/realtime?api-version={PREVIEW}&deployment=voice"
@@ -176,7 +174,7 @@ async def test_refused_connection_is_a_provider_error_without_secrets() -> None:
     async with FakeRealtimeServer("ga", api_key="the-right-key") as fake:
         provider = openai_provider(openai_settings(fake))
         with pytest.raises(ProviderError) as refused:
-            await provider.open(SessionOptions(), [])
+            await provider.open(SessionOptions(), [], Collector())
     message = str(refused.value)
     assert "401" in message
     assert "sk-test" not in message
@@ -188,7 +186,7 @@ async def test_unreachable_upstream_is_a_provider_error() -> None:
         settings = openai_settings(fake)
     provider = openai_provider(settings)  # nothing listens there any more
     with pytest.raises(ProviderError, match="cannot connect"):
-        await provider.open(SessionOptions(), [])
+        await provider.open(SessionOptions(), [], Collector())
 
 
 # --- what it says when it opens ------------------------------------------------------------
@@ -199,7 +197,7 @@ async def test_session_update_carries_the_options(fake: FakeRealtimeServer) -> N
     options = SessionOptions(
         instructions="Be brief.", voice="cedar", language="fr", turn_detection="manual"
     )
-    await provider.open(options, [])
+    await provider.open(options, [], Collector())
     await provider.close()
     (update,) = fake.client_events("session.update")
     pcm = {"type": "audio/pcm", "rate": 24000}
@@ -231,7 +229,7 @@ async def test_session_update_carries_the_options(fake: FakeRealtimeServer) -> N
 
 async def test_session_update_sends_only_what_is_set(fake: FakeRealtimeServer) -> None:
     provider = provider_for(fake)
-    await provider.open(SessionOptions(), [])
+    await provider.open(SessionOptions(), [], Collector())
     await provider.close()
     (update,) = fake.client_events("session.update")
     session = update["session"]
@@ -252,7 +250,7 @@ async def test_history_is_replayed_as_items(fake: FakeRealtimeServer) -> None:
         HistoryMessage("user", "What is the capital of France?"),
         HistoryMessage("assistant", "Paris."),
     ]
-    await provider.open(SessionOptions(), history)
+    await provider.open(SessionOptions(), history, Collector())
     await fake.wait_for("conversation.item.create", count=2)
     await provider.close()
     assistant_text = "output_text" if fake.dialect == "ga" else "text"
@@ -343,13 +341,12 @@ async def test_vad_turn_yields_the_model_events_in_order(
 
 async def test_manual_commit_asks_for_a_response(fake: FakeRealtimeServer) -> None:
     provider = provider_for(fake)
-    await provider.open(MANUAL, [])
-    events = Collector(provider)
+    events = Collector()
+    await provider.open(MANUAL, [], events)
     for chunk in chunks(speech_then_silence()):
         await provider.send_audio(chunk)
     await provider.commit()
     done = await events.until_done()
-    events.stop()
     await provider.close()
     assert done.status == "completed"
     assert not any(isinstance(e, SpeechStarted | SpeechStopped) for e in events.events)
@@ -432,11 +429,10 @@ async def test_cancel_after_the_response_ended_is_quiet(
 
 async def test_upstream_errors_become_model_errors(fake: FakeRealtimeServer) -> None:
     provider = provider_for(fake)
-    await provider.open(MANUAL, [])
-    events = Collector(provider)
+    events = Collector()
+    await provider.open(MANUAL, [], events)
     await provider.commit()  # nothing buffered
     error = await events.until(lambda e: isinstance(e, ModelError))
-    events.stop()
     await provider.close()
     assert error == ModelError("input_audio_buffer_commit_empty", error.message, fatal=False)
     assert "buffer too small" in error.message
@@ -449,7 +445,7 @@ async def test_upstream_dropping_is_a_fatal_model_error(
     fake.drop_on = "response.create"
     await provider.send_text("msg_1", "hello")
     async with asyncio.timeout(5):
-        await events.ended.wait()
+        await events.lost.wait()
     last = events.events[-1]
     assert isinstance(last, ModelError)
     assert last.code == "upstream_failed"
@@ -458,25 +454,26 @@ async def test_upstream_dropping_is_a_fatal_model_error(
     await provider.commit()
 
 
-async def test_close_ends_events_without_an_error(
-    opened: tuple[RealtimeProvider, Collector],
+async def test_close_ends_the_link_without_an_error(
+    fake: FakeRealtimeServer, opened: tuple[RealtimeProvider, Collector]
 ) -> None:
     provider, events = opened
     await provider.close()
-    async with asyncio.timeout(5):
-        await events.ended.wait()
+    await provider.send_text("msg_1", "hello")  # into a closed link: ignored
+    await asyncio.sleep(0.1)
+    assert fake.client_events("conversation.item.create") == []
     assert not any(isinstance(e, ModelError) for e in events.events)
+    assert not events.lost.is_set()
 
 
 async def test_raw_events_are_observable(fake: FakeRealtimeServer) -> None:
     raw: list[dict[str, Any]] = []
     provider = provider_for(fake)
     provider.on_raw = raw.append
-    await provider.open(SessionOptions(), [])
-    events = Collector(provider)
+    events = Collector()
+    await provider.open(SessionOptions(), [], events)
     await provider.send_text("msg_1", "hi")
     await events.until_done()
-    events.stop()
     await provider.close()
     assert raw[0]["type"] == "session.created"
     assert [e["type"] for e in raw] == [e["type"] for e in fake.server_events()]

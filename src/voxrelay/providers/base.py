@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from voxrelay.events import ModelEvent, Role
 
 TurnDetection = Literal["server_vad", "manual"]
+# Where a provider delivers its events.
+EmitModelEvent = Callable[[ModelEvent], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +37,22 @@ class Provider(Protocol):
     """One live link to an upstream voice model, owned by one session.
 
     ``input_rate`` is the PCM16 rate ``send_audio`` expects; ``output_rate``
-    the rate of every ``AudioDelta`` it emits. ``events`` is consumed by
-    exactly one reader and ends when the link closes.
+    the rate of every ``AudioDelta`` it emits.
+
+    Events are pushed, not pulled: from ``open`` until ``close`` the provider calls
+    ``emit`` with each event, in order, on the event loop, and never from inside one
+    of its own methods (a provider that learns something while the session calls it
+    emits it with ``loop.call_soon``). An upstream handing its events straight to the
+    session costs no task switch per audio chunk. A link that drops is reported once,
+    as a fatal ``ModelError``; after ``close`` nothing more is emitted.
     """
 
     input_rate: int
     output_rate: int
 
-    async def open(self, options: SessionOptions, history: Sequence[HistoryMessage]) -> None: ...
+    async def open(
+        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+    ) -> None: ...
 
     async def send_audio(self, pcm: bytes) -> None: ...
 
@@ -60,5 +70,3 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-    def events(self) -> AsyncIterator[ModelEvent]: ...

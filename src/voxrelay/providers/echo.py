@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
-from voxrelay.providers.base import HistoryMessage, SessionOptions
+from voxrelay.providers.base import EmitModelEvent, HistoryMessage, SessionOptions
 
 RATE = 24000
 FRAME_BYTES = RATE // 50 * SAMPLE_WIDTH  # 20 ms
@@ -44,7 +44,7 @@ class EchoProvider:
     output_rate = RATE
 
     def __init__(self) -> None:
-        self._events: asyncio.Queue[ModelEvent | None] = asyncio.Queue()
+        self._deliver: EmitModelEvent | None = None
         self._options = SessionOptions()
         self._history: list[HistoryMessage] = []
         self._pending = bytearray()  # not yet a whole 20 ms frame
@@ -62,9 +62,12 @@ class EchoProvider:
         """Earlier turns replayed at open, then every turn since."""
         return self._history
 
-    async def open(self, options: SessionOptions, history: Sequence[HistoryMessage]) -> None:
+    async def open(
+        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+    ) -> None:
         self._options = options
         self._history = list(history)
+        self._deliver = emit
 
     async def send_audio(self, pcm: bytes) -> None:
         if self._options.turn_detection == "manual":
@@ -94,15 +97,14 @@ class EchoProvider:
         self._closed = True
         if self._response is not None:
             self._response.cancel()
-        self._events.put_nowait(None)
-
-    async def events(self) -> AsyncIterator[ModelEvent]:
-        while (event := await self._events.get()) is not None:
-            yield event
 
     def _emit(self, event: ModelEvent) -> None:
-        if not self._closed:
-            self._events.put_nowait(event)
+        # Later, not now: the session may be inside a call to this provider.
+        asyncio.get_running_loop().call_soon(self._deliver_open, event)
+
+    def _deliver_open(self, event: ModelEvent) -> None:
+        if not self._closed and self._deliver is not None:
+            self._deliver(event)
 
     def _next_id(self, prefix: str) -> str:
         self._counter += 1

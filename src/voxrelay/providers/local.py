@@ -18,7 +18,7 @@ import functools
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -51,7 +51,7 @@ from voxrelay.providers._speech import (
     synthesis_job,
     tts_executor,
 )
-from voxrelay.providers.base import HistoryMessage, SessionOptions
+from voxrelay.providers.base import EmitModelEvent, HistoryMessage, SessionOptions
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class LocalProvider:
         self._llm_model = llm_model
         self._llm_api_key = llm_api_key
         self._http: httpx.AsyncClient | None = None
-        self._events: asyncio.Queue[ModelEvent | None] = asyncio.Queue()
+        self._deliver: EmitModelEvent | None = None
         self._options = SessionOptions()
         self._history: list[HistoryMessage] = []
         self._vad = TurnDetector()
@@ -132,9 +132,12 @@ class LocalProvider:
 
     # -- the Provider interface ----------------------------------------------------------
 
-    async def open(self, options: SessionOptions, history: Sequence[HistoryMessage]) -> None:
+    async def open(
+        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+    ) -> None:
         self._options = options
         self._history = list(history)
+        self._deliver = emit
         # Load the speech model while the user starts talking, not at their first turn.
         self._warm = asyncio.get_running_loop().run_in_executor(
             asr_executor(), decoder_pool().prewarm
@@ -224,17 +227,16 @@ class LocalProvider:
         if self._http is not None:
             with contextlib.suppress(Exception):
                 await self._http.aclose()
-        self._events.put_nowait(None)
-
-    async def events(self) -> AsyncIterator[ModelEvent]:
-        while (event := await self._events.get()) is not None:
-            yield event
 
     # -- turns -----------------------------------------------------------------------------
 
     def _emit(self, event: ModelEvent) -> None:
-        if not self._closed:
-            self._events.put_nowait(event)
+        # Later, not now: the session may be inside a call to this provider.
+        asyncio.get_running_loop().call_soon(self._deliver_open, event)
+
+    def _deliver_open(self, event: ModelEvent) -> None:
+        if not self._closed and self._deliver is not None:
+            self._deliver(event)
 
     def _end_turn(self, *, stopped: bool) -> None:
         item_id = self._turn_item or _new_id("item")

@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
-import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+import orjson
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSHandshakeError,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
 
 from voxrelay.config import Settings
 from voxrelay.events import (
@@ -36,7 +43,7 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
-from voxrelay.providers.base import HistoryMessage, ProviderError, SessionOptions
+from voxrelay.providers.base import EmitModelEvent, HistoryMessage, ProviderError, SessionOptions
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,10 @@ _STATUS_HINTS = {
 }
 # A cancel that races the natural end of a response; nothing was lost.
 _BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
+# Keepalive pings while the upstream is silent; a link that stops answering is lost.
+_PING_IDLE_SECONDS = 20.0
+_MAX_MESSAGE_BYTES = 64 << 20
+_APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 
 
 class RealtimeProvider:
@@ -63,7 +74,12 @@ class RealtimeProvider:
 
     ``on_raw``, when set, sees every upstream event as parsed JSON before it is mapped,
     for transports that pass the upstream's own events through. Sends after the link
-    has dropped are ignored: ``events()`` reports the loss once, as a fatal ``ModelError``.
+    has dropped are ignored: the loss is reported once, as a fatal ``ModelError``.
+
+    The link runs on picows: each upstream frame is handled in the callback that
+    parsed it and each send is one write, so an audio chunk costs no task switch and
+    no future either way. A link whose writes back up (a stalled upstream) makes the
+    sends wait until it drains.
     """
 
     input_rate = SAMPLE_RATE
@@ -87,50 +103,71 @@ class RealtimeProvider:
         self.transcription_model = transcription_model or _TRANSCRIBE_MODEL[dialect]
         self._headers = dict(headers)
         self._open_timeout = open_timeout
-        self._ws: ClientConnection | None = None
+        self._link: _Link | None = None
+        self._emit: EmitModelEvent | None = None
         self._closing = False
+        self._reported_loss = False
 
     def __repr__(self) -> str:
         return f"RealtimeProvider({self.name}, {_redacted(self.url)}, {self.dialect})"
 
-    async def open(self, options: SessionOptions, history: Sequence[HistoryMessage]) -> None:
+    async def open(
+        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+    ) -> None:
         where = f"{self.name} realtime at {_redacted(self.url)}"
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[bytes] = loop.create_future()
         try:
-            ws = await connect(
-                self.url,
-                additional_headers=self._headers,
-                open_timeout=self._open_timeout,
-                max_size=None,
-                # Base64 audio hardly compresses; deflating every chunk would only cost CPU.
-                compression=None,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
+            async with asyncio.timeout(self._open_timeout):
+                transport, link = await ws_connect(
+                    lambda: _Link(self, first),
+                    self.url,
+                    extra_headers=self._headers,
+                    websocket_handshake_timeout=self._open_timeout,
+                    # The key goes with every request: never to wherever a redirect points.
+                    max_redirects=0,
+                    enable_auto_ping=True,
+                    auto_ping_idle_timeout=_PING_IDLE_SECONDS,
+                    auto_ping_reply_timeout=_PING_IDLE_SECONDS,
+                    max_frame_size=_MAX_MESSAGE_BYTES,
+                    logger_name="voxrelay.upstream",
+                )
+        except WSHandshakeError as exc:
+            response = exc.response
+            if response is None:
+                kind = type(exc).__name__
+                raise ProviderError(f"{where} refused the connection: {kind}") from None
+            status = int(response.status)
             hint = _STATUS_HINTS.get(status, "")
             raise ProviderError(f"{where} refused the connection: HTTP {status}{hint}") from None
-        except (OSError, TimeoutError, WebSocketException) as exc:
+        except (OSError, TimeoutError, WSError) as exc:
             # Other exceptions' messages can quote the full URL, query and all: name them only.
             detail = (
                 f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else type(exc).__name__
             )
             raise ProviderError(f"cannot connect to {where}: {detail}") from None
+        assert isinstance(link, _Link)
         try:
-            first = await asyncio.wait_for(ws.recv(), self._open_timeout)
-            event = json.loads(first)
-        except (TimeoutError, ConnectionClosed, ValueError) as exc:
-            await ws.close()
+            async with asyncio.timeout(self._open_timeout):
+                message = await first
+            event = orjson.loads(message)
+        except (TimeoutError, ConnectionError, ValueError) as exc:
+            transport.disconnect()
             raise ProviderError(f"{where} did not start a session: {type(exc).__name__}") from None
-        if self.on_raw is not None:
+        if self.on_raw is not None and isinstance(event, dict):
             self.on_raw(event)
-        if event.get("type") != "session.created":
-            await ws.close()
-            error = event.get("error") or {}
-            detail = error.get("message") or event.get("type")
-            raise ProviderError(f"{where} did not start a session: {detail}")
-        self._ws = ws
-        await self._send(self._session_update(options))
-        for message in history:
-            await self._send({"type": "conversation.item.create", "item": self._message(message)})
+        if not isinstance(event, dict) or event.get("type") != "session.created":
+            transport.disconnect()
+            error = (event.get("error") if isinstance(event, dict) else None) or {}
+            said = error.get("message") or (event.get("type") if isinstance(event, dict) else None)
+            raise ProviderError(f"{where} did not start a session: {said}")
+        self._link = link
+        self._emit = emit
+        link.opened()
+        self._send(self._session_update(options))
+        for earlier in history:
+            self._send({"type": "conversation.item.create", "item": self._message(earlier)})
+        await link.writable()
 
     def _session_update(self, options: SessionOptions) -> dict[str, Any]:
         transcription = {"model": self.transcription_model}
@@ -180,24 +217,29 @@ class RealtimeProvider:
         }
 
     async def send_audio(self, pcm: bytes) -> None:
-        # Built by hand: base64 needs no JSON escaping, and json.dumps would rescan it.
-        audio = base64.b64encode(pcm).decode("ascii")
-        await self._send_text('{"type":"input_audio_buffer.append","audio":"' + audio + '"}')
+        # Built by hand: base64 needs no JSON escaping, and a JSON encoder would rescan it.
+        link = self._link
+        if link is None:
+            raise ProviderError(f"{self.name} realtime link is not open")
+        link.send(_APPEND_PREFIX + base64.b64encode(pcm) + b'"}')
+        await link.writable()
 
     async def commit(self) -> None:
-        await self._send({"type": "input_audio_buffer.commit"})
-        await self._send({"type": "response.create"})
+        self._send({"type": "input_audio_buffer.commit"})
+        self._send({"type": "response.create"})
+        await self._writable()
 
     async def send_text(self, item_id: str, text: str) -> None:
         item = self._message(HistoryMessage(role="user", text=text))
         item["id"] = _upstream_item_id(item_id)
-        await self._send({"type": "conversation.item.create", "item": item})
-        await self._send({"type": "response.create"})
+        self._send({"type": "conversation.item.create", "item": item})
+        self._send({"type": "response.create"})
+        await self._writable()
 
     async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
-        await self._send({"type": "response.cancel"})
+        self._send({"type": "response.cancel"})
         if item_id is not None and played_ms is not None:
-            await self._send(
+            self._send(
                 {
                     "type": "conversation.item.truncate",
                     "item_id": item_id,
@@ -205,55 +247,169 @@ class RealtimeProvider:
                     "audio_end_ms": max(0, int(played_ms)),
                 }
             )
+        await self._writable()
 
     async def send_raw(self, event: Mapping[str, Any]) -> None:
         """Send an upstream event as is (for pass-through transports)."""
-        await self._send(event)
+        self._send(event)
+        await self._writable()
 
     async def close(self) -> None:
         self._closing = True
-        if self._ws is not None:
-            await self._ws.close()
+        link = self._link
+        if link is not None:
+            await link.close()
 
-    async def _send(self, event: Mapping[str, Any]) -> None:
-        await self._send_text(json.dumps(event, separators=(",", ":")))
-
-    async def _send_text(self, message: str) -> None:
-        if self._ws is None:
+    def _send(self, event: Mapping[str, Any]) -> None:
+        if self._link is None:
             raise ProviderError(f"{self.name} realtime link is not open")
-        with contextlib.suppress(ConnectionClosed):
-            await self._ws.send(message)
+        self._link.send(orjson.dumps(event))
 
-    async def events(self) -> AsyncIterator[ModelEvent]:
-        ws = self._ws
-        if ws is None:
-            raise ProviderError(f"{self.name} realtime link is not open")
+    async def _writable(self) -> None:
+        if self._link is not None:
+            await self._link.writable()
+
+    # -- what the upstream says (called by the link, from its frame callback) ---------------
+
+    def _on_message(self, message: bytes) -> None:
         try:
-            async for message in ws:
-                event = json.loads(message)
-                if self.on_raw is not None:
-                    self.on_raw(event)
-                try:
-                    mapped = _map(event)
-                except (KeyError, TypeError, ValueError):
-                    # One malformed event should not end a conversation.
-                    log.warning(
-                        "%s realtime: ignoring malformed %r event", self.name, event.get("type")
-                    )
-                    continue
-                if mapped is not None:
-                    yield mapped
-        except ConnectionClosed:
-            pass
+            event = orjson.loads(message)
         except ValueError:
-            await ws.close(1002, "invalid JSON")
-            if not self._closing:
-                yield ModelError("upstream_failed", f"{self.name} sent invalid JSON", fatal=True)
+            assert self._link is not None
+            self._link.fail(WSCloseCode.PROTOCOL_ERROR, "invalid JSON")
+            self._lost(f"{self.name} sent invalid JSON")
             return
-        if not self._closing:
-            why = f"code {ws.close_code}" if ws.close_code is not None else "no close frame"
-            message_ = f"{self.name} realtime connection closed unexpectedly ({why})"
-            yield ModelError("upstream_failed", message_, fatal=True)
+        if not isinstance(event, dict):
+            log.warning("%s realtime: ignoring a message that is not an event", self.name)
+            return
+        if self.on_raw is not None:
+            self.on_raw(event)
+        try:
+            mapped = _map(event)
+        except (KeyError, TypeError, ValueError):
+            # One malformed event should not end a conversation.
+            log.warning("%s realtime: ignoring malformed %r event", self.name, event.get("type"))
+            return
+        if mapped is not None and not self._closing and self._emit is not None:
+            self._emit(mapped)
+
+    def _on_closed(self, close_code: int | None) -> None:
+        if self._closing:
+            return
+        why = f"code {close_code}" if close_code is not None else "no close frame"
+        self._lost(f"{self.name} realtime connection closed unexpectedly ({why})")
+
+    def _lost(self, message: str) -> None:
+        if self._reported_loss or self._closing or self._emit is None:
+            return
+        self._reported_loss = True
+        self._emit(ModelError("upstream_failed", message, fatal=True))
+
+
+class _Link(WSListener):
+    """The picows side of one upstream link: frames in (reassembled when fragmented),
+    bytes out, the close handshake and write flow control."""
+
+    def __init__(self, provider: RealtimeProvider, first: asyncio.Future[bytes]) -> None:
+        self._provider = provider
+        self._first: asyncio.Future[bytes] | None = first
+        self._transport: WSTransport | None = None
+        self._parts: list[bytes] | None = None
+        self._open = False
+        self._early: list[bytes] = []  # messages after the first, before the provider is open
+        self._peer_close: int | None = None
+        self._drained: asyncio.Event | None = None
+        self._gone: asyncio.Event = asyncio.Event()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._transport = transport
+
+    def opened(self) -> None:
+        """The provider handles every message from now on (those that came early, soon)."""
+        self._open = True
+        early, self._early = self._early, []
+        loop = asyncio.get_running_loop()
+        for message in early:
+            loop.call_soon(self._deliver, message)
+        if self._gone.is_set():
+            loop.call_soon(self._provider._on_closed, self._peer_close)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY:
+            if frame.fin:
+                self._deliver(frame.get_payload_as_bytes())
+            else:
+                self._parts = [frame.get_payload_as_bytes()]
+        elif kind == WSMsgType.CONTINUATION:
+            if self._parts is not None:
+                self._parts.append(frame.get_payload_as_bytes())
+                if frame.fin:
+                    parts, self._parts = self._parts, None
+                    self._deliver(b"".join(parts))
+        elif kind == WSMsgType.CLOSE:
+            self._peer_close = int(frame.get_close_code().value)
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def _deliver(self, message: bytes) -> None:
+        if self._open:
+            try:
+                self._provider._on_message(message)
+            except Exception:
+                log.exception("%s realtime: handling an upstream event failed", self._provider.name)
+        elif self._first is not None and not self._first.done():
+            self._first.set_result(message)
+        else:
+            self._early.append(message)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._gone.set()
+        if self._drained is not None:
+            self._drained.set()
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(ConnectionError("the upstream closed the connection"))
+        if self._open:
+            self._provider._on_closed(self._peer_close)
+
+    def pause_writing(self) -> None:
+        self._drained = asyncio.Event()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+
+    def send(self, message: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not self._gone.is_set():
+            transport.send(WSMsgType.TEXT, message)
+
+    async def writable(self) -> None:
+        """Return once the link can take more (at once, unless its writes backed up)."""
+        drained = self._drained
+        if drained is not None:
+            await drained.wait()
+
+    def fail(self, code: WSCloseCode, reason: str) -> None:
+        if self._transport is not None:
+            self._transport.send_close(code, reason.encode())
+            self._transport.disconnect()
+
+    async def close(self) -> None:
+        """The close handshake: the upstream answers our close frame once it has read
+        everything sent before it."""
+        transport = self._transport
+        if transport is None or self._gone.is_set():
+            return
+        if not transport.is_close_frame_sent:
+            transport.send_close(WSCloseCode.OK)
+        try:
+            async with asyncio.timeout(5):
+                await self._gone.wait()
+        except TimeoutError:
+            transport.disconnect(graceful=False)
 
 
 _ASSISTANT_DELTA = frozenset(
