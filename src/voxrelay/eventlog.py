@@ -1,6 +1,6 @@
 """The numbered log of a session's client-facing events.
 
-A stream is nothing but a cursor over this log: live delivery and
+A stream is nothing but a ``Cursor`` over this log: live delivery and
 ``Last-Event-ID`` replay are one code path, and any number of listeners cost
 one append each. The log is bounded by age and bytes; a cursor that fell
 behind its tail is told so with a ``ReplayGap`` and resumes at the oldest
@@ -10,12 +10,14 @@ event still held.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
+
+import orjson
 
 
 @dataclass(slots=True)
@@ -24,14 +26,14 @@ class Event:
     type: str
     data: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
-    _json: str | None = None
+    _json: bytes | None = None
     _sse: bytes | None = None
 
     @property
-    def json(self) -> str:
-        """``data`` as JSON, encoded once however many listeners send it."""
+    def json(self) -> bytes:
+        """``data`` as UTF-8 JSON, encoded once however many listeners send it."""
         if self._json is None:
-            self._json = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
+            self._json = orjson.dumps(self.data)
         return self._json
 
     @property
@@ -47,9 +49,9 @@ class Event:
         return 128 + (len(audio) if isinstance(audio, str) else 0)
 
 
-def sse_frame(event_id: int, event_type: str, data: str) -> bytes:
+def sse_frame(event_id: int, event_type: str, data: bytes) -> bytes:
     # JSON never holds a raw line break, so the data is always one line.
-    return f"id: {event_id}\r\nevent: {event_type}\r\ndata: {data}\r\n\r\n".encode()
+    return b"id: %d\r\nevent: %s\r\ndata: %s\r\n\r\n" % (event_id, event_type.encode(), data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,25 +106,16 @@ class EventLog:
             return self._events[index]
         return None
 
+    def cursor(self, after: int) -> Cursor:
+        """A reader of every event with an id above ``after``, then each new one."""
+        return Cursor(self, after + 1)
+
     async def follow(self, after: int) -> AsyncIterator[Event | ReplayGap]:
         """Every event with an id above ``after``, then each new one as it comes."""
-        position = after + 1
-        while True:
-            oldest = self.oldest_id
-            if position < oldest:
-                yield ReplayGap(requested_after=position - 1, resumed_at=oldest)
-                position = oldest
-            while position <= self._last_id:
-                event = self._events[position - oldest]
-                position += 1
-                yield event
-                oldest = self.oldest_id
-                if position < oldest:
-                    break
-            else:
-                if self._closed:
-                    return
-                await self._appended.wait()
+        cursor = self.cursor(after)
+        while await cursor.wait():
+            for item in cursor.take():
+                yield item
 
     def _wake(self) -> None:
         # Waking every waiter then re-arming: each waiter already holds its own
@@ -136,3 +129,42 @@ class EventLog:
             self._bytes > self._max_bytes or now - events[0].at > self._keep_seconds
         ):
             self._bytes -= events.popleft().size
+
+
+class Cursor:
+    """One listener's place in an ``EventLog``: ``take`` what is new, ``wait`` for more.
+
+    A listener that takes everything pending at once writes a backlog in one go
+    instead of one event at a time.
+    """
+
+    __slots__ = ("_log", "next_id")
+
+    def __init__(self, log: EventLog, next_id: int) -> None:
+        self._log = log
+        self.next_id = next_id
+
+    def take(self) -> list[Event | ReplayGap]:
+        """The events after this cursor (a ``ReplayGap`` first if some are gone)."""
+        log = self._log
+        oldest = log.oldest_id
+        taken: list[Event | ReplayGap] = []
+        if self.next_id < oldest:
+            taken.append(ReplayGap(requested_after=self.next_id - 1, resumed_at=oldest))
+            self.next_id = oldest
+        last = log._last_id
+        if self.next_id <= last:
+            start = self.next_id - oldest
+            taken.extend(islice(log._events, start, start + last - self.next_id + 1))
+            self.next_id = last + 1
+        return taken
+
+    async def wait(self) -> bool:
+        """Wait until there is something to take; False once the log is closed and
+        everything was taken."""
+        log = self._log
+        while self.next_id > log._last_id:
+            if log._closed:
+                return False
+            await log._appended.wait()
+        return True

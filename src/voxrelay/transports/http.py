@@ -8,15 +8,13 @@ import logging
 import re
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import AppStatus
 
 from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate, bearer_token
@@ -27,14 +25,11 @@ from voxrelay.hub import ConversationBusy, SessionHub
 from voxrelay.providers.base import ProviderError, SessionOptions
 from voxrelay.session import Session, SessionEnded
 from voxrelay.store import ConversationSummary, Message, SessionRecord, Store
+from voxrelay.transports._sse import EventStreamResponse, Write
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-# Streams end through their session (``conversation_ended`` last), which the
-# server's shutdown ends first; sse-starlette's own process-wide drain flag would
-# instead cut streams off mid-event, and never resets for a later server.
-AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
 
@@ -392,7 +387,7 @@ async def delete_conversation(
 # -- HTTP streaming --------------------------------------------------------------------------
 
 
-@router.get("/realtime/stream", response_class=EventSourceResponse)
+@router.get("/realtime/stream", response_class=EventStreamResponse)
 async def stream(
     request: Request,
     store: StoreDep,
@@ -408,7 +403,7 @@ async def stream(
     turnDetection: TurnDetectionName = "server_vad",
     lastEventId: int | None = None,
     userId: str | None = None,
-) -> EventSourceResponse:
+) -> EventStreamResponse:
     user_id = device.acting_user(userId)
     header = request.headers.get("last-event-id")
     if header is not None:
@@ -437,17 +432,22 @@ async def stream(
             join_active=True,
         )
     settings = request.app.state.settings
-    return EventSourceResponse(
-        _sse_events(session, None if is_new else lastEventId, fresh=is_new),
-        ping=settings.keepalive_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="keepalive"),
+    last_event_id = None if is_new else lastEventId
+
+    async def produce(write: Write) -> None:
+        await _write_events(session, last_event_id, write, fresh=is_new)
+
+    return EventStreamResponse(
+        produce,
+        keepalive=settings.keepalive_seconds,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _sse_events(
-    session: Session, last_event_id: int | None, *, fresh: bool
-) -> AsyncIterator[bytes]:
+async def _write_events(
+    session: Session, last_event_id: int | None, write: Write, *, fresh: bool
+) -> None:
+    """Project the session's log onto an SSE stream, from the right place."""
     log = session.log
     latency = metrics.DOWNSTREAM_LATENCY["sse"]
     with session.attached(), metrics.ACTIVE_STREAMS.labels(transport="sse").track_inprogress():
@@ -461,31 +461,30 @@ async def _sse_events(
             after = log.last_id
             first = log.get(1)
             if first is not None:
-                yield sse_frame(after, first.type, first.json)
+                await write(sse_frame(after, first.type, first.json))
         head = log.last_id
-        # Frames already in the log go out in one write: a listener that fell
-        # behind catches up with one send instead of one per event.
-        frames: list[bytes] = []
+        cursor = log.cursor(after)
         audio_times: list[float] = []
-        async for item in log.follow(after):
-            if isinstance(item, ReplayGap):
-                message = (
-                    f"events {item.requested_after + 1}..{item.resumed_at - 1} are no longer held;"
-                    f" resuming at {item.resumed_at}"
-                )
-                data = json.dumps({"code": "replay_gap", "message": message})
-                frames.append(sse_frame(item.resumed_at - 1, "error", data))
-                continue
-            if item.id <= head:
-                metrics.REPLAYED_EVENTS.inc()
-            elif item.type == "audio":
-                audio_times.append(item.at)
-            frames.append(item.sse)
-            if item.id < log.last_id:
-                continue
-            yield frames[0] if len(frames) == 1 else b"".join(frames)
-            frames.clear()
-            # Resumed once sse-starlette has sent the frames: they are written.
+        while await cursor.wait():
+            # Whatever is pending goes out in one write: a listener that fell
+            # behind catches up with one send instead of one per event.
+            frames: list[bytes] = []
+            for item in cursor.take():
+                if isinstance(item, ReplayGap):
+                    message = (
+                        f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
+                        f" longer held; resuming at {item.resumed_at}"
+                    )
+                    data = json.dumps({"code": "replay_gap", "message": message}).encode()
+                    frames.append(sse_frame(item.resumed_at - 1, "error", data))
+                    continue
+                if item.id <= head:
+                    metrics.REPLAYED_EVENTS.inc()
+                elif item.type == "audio":
+                    audio_times.append(item.at)
+                frames.append(item.sse)
+            await write(frames[0] if len(frames) == 1 else b"".join(frames))
+            # The frames are written (handed to the server's transport).
             if audio_times:
                 now = time.monotonic()
                 for at in audio_times:
