@@ -35,6 +35,10 @@ class StreamResampler:
             else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=RESAMPLER_QUALITY)
         )
 
+    def passes_through(self, byte_count: int) -> bool:
+        """Whether ``feed`` would hand back exactly the bytes it was given."""
+        return self._stream is None and not self._carry and not byte_count & 1
+
     def feed(self, data: bytes) -> bytes:
         if self._carry:
             data = self._carry + data

@@ -13,40 +13,49 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 import orjson
 
 
-@dataclass(slots=True)
 class Event:
-    id: int
-    type: str
-    data: dict[str, Any]
-    at: float = field(default_factory=time.monotonic)
-    _json: bytes | None = None
-    _sse: bytes | None = None
+    """One event of the log, as a listener reads it: ``data`` is decoded from the
+    JSON the log keeps, on first use."""
+
+    __slots__ = ("_data", "_sse", "at", "id", "json", "type")
+
+    def __init__(self, id: int, type: str, at: float, json: bytes) -> None:
+        self.id = id
+        self.type = type
+        self.at = at
+        self.json = json
+        self._data: dict[str, Any] | None = None
+        self._sse: bytes | None = None
 
     @property
-    def json(self) -> bytes:
-        """``data`` as UTF-8 JSON, encoded once however many listeners send it."""
-        if self._json is None:
-            self._json = orjson.dumps(self.data)
-        return self._json
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = orjson.loads(self.json)
+        return self._data
 
     @property
     def sse(self) -> bytes:
-        """The event as a Server-Sent Events frame, also encoded once."""
+        """The event as a Server-Sent Events frame."""
         if self._sse is None:
             self._sse = sse_frame(self.id, self.type, self.json)
         return self._sse
 
-    @property
-    def size(self) -> int:
-        audio = self.data.get("audio")
-        return 128 + (len(audio) if isinstance(audio, str) else 0)
+    def __repr__(self) -> str:
+        return f"Event({self.id}, {self.type!r}, {self.json[:80]!r})"
+
+
+# What the log keeps of an event: (id, type, monotonic time, JSON). Only atoms, so the
+# garbage collector stops tracking it: a minute of audio for hundreds of sessions is
+# close to a million entries, which a full collection would otherwise walk every time.
+_Entry = tuple[int, str, float, bytes]
+_ENTRY_OVERHEAD = 128
 
 
 def sse_frame(event_id: int, event_type: str, data: bytes) -> bytes:
@@ -64,13 +73,16 @@ class ReplayGap:
 
 class EventLog:
     def __init__(self, *, keep_seconds: float, max_bytes: int) -> None:
-        self._events: deque[Event] = deque()
+        self._events: deque[_Entry] = deque()
         self._keep_seconds = keep_seconds
         self._max_bytes = max_bytes
         self._bytes = 0
         self._last_id = 0
         self._closed = False
-        self._appended = asyncio.Event()
+        # Cursors waiting for the next event, and those that wait through audio
+        # (a listener with no use for audio is not woken 50 times a second).
+        self._waiters: list[asyncio.Future[None]] = []
+        self._control_waiters: list[asyncio.Future[None]] = []
 
     @property
     def last_id(self) -> int:
@@ -78,32 +90,41 @@ class EventLog:
 
     @property
     def oldest_id(self) -> int:
-        return self._events[0].id if self._events else self._last_id + 1
+        return self._events[0][0] if self._events else self._last_id + 1
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def append(self, type: str, data: dict[str, Any]) -> Event:
+    def append(self, type: str, data: dict[str, Any], *, at: float | None = None) -> Event:
+        """Add an event (encoded to JSON now, once for every listener); ``at`` is when
+        it happened, by ``time.monotonic()`` (default now)."""
         if self._closed:
             raise RuntimeError("event log is closed")
         self._last_id += 1
-        event = Event(self._last_id, type, data)
-        self._events.append(event)
-        self._bytes += event.size
-        self._trim(event.at)
-        self._wake()
+        when = time.monotonic() if at is None else at
+        json = orjson.dumps(data)
+        self._events.append((self._last_id, type, when, json))
+        self._bytes += _ENTRY_OVERHEAD + len(json)
+        self._trim(time.monotonic())
+        if self._waiters:
+            self._waiters = _wake(self._waiters)
+        if self._control_waiters and type != "audio":
+            self._control_waiters = _wake(self._control_waiters)
+        event = Event(self._last_id, type, when, json)
+        event._data = data
         return event
 
     def close(self) -> None:
         """No more events; listeners drain what is left and stop."""
         self._closed = True
-        self._wake()
+        self._waiters = _wake(self._waiters)
+        self._control_waiters = _wake(self._control_waiters)
 
     def get(self, event_id: int) -> Event | None:
         index = event_id - self.oldest_id
         if 0 <= index < len(self._events):
-            return self._events[index]
+            return Event(*self._events[index])
         return None
 
     def cursor(self, after: int) -> Cursor:
@@ -117,18 +138,12 @@ class EventLog:
             for item in cursor.take():
                 yield item
 
-    def _wake(self) -> None:
-        # Waking every waiter then re-arming: each waiter already holds its own
-        # resolved future, so clearing at once loses no wake-up.
-        self._appended.set()
-        self._appended.clear()
-
     def _trim(self, now: float) -> None:
         events = self._events
         while len(events) > 1 and (
-            self._bytes > self._max_bytes or now - events[0].at > self._keep_seconds
+            self._bytes > self._max_bytes or now - events[0][2] > self._keep_seconds
         ):
-            self._bytes -= events.popleft().size
+            self._bytes -= _ENTRY_OVERHEAD + len(events.popleft()[3])
 
 
 class Cursor:
@@ -155,16 +170,28 @@ class Cursor:
         last = log._last_id
         if self.next_id <= last:
             start = self.next_id - oldest
-            taken.extend(islice(log._events, start, start + last - self.next_id + 1))
+            for entry in islice(log._events, start, start + last - self.next_id + 1):
+                taken.append(Event(*entry))
             self.next_id = last + 1
         return taken
 
-    async def wait(self) -> bool:
+    async def wait(self, *, audio: bool = True) -> bool:
         """Wait until there is something to take; False once the log is closed and
-        everything was taken."""
+        everything was taken. With ``audio=False``, audio events alone do not end
+        the wait: they are taken with the next event of another type."""
         log = self._log
         while self.next_id > log._last_id:
             if log._closed:
                 return False
-            await log._appended.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            (log._waiters if audio else log._control_waiters).append(waiter)
+            await waiter
         return True
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> list[asyncio.Future[None]]:
+    """Resolve every waiter; returns the empty list that replaces them."""
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    return []

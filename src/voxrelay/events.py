@@ -7,6 +7,7 @@ Audio travels as raw PCM16 bytes at the provider's ``output_rate``.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,11 +51,55 @@ class ResponseStarted:
     response_id: str
 
 
-@dataclass(frozen=True, slots=True)
 class AudioDelta:
-    response_id: str
-    item_id: str
-    pcm: bytes
+    """A piece of the answer's audio. An upstream that sends its audio as base64 hands
+    the text over as it came (``encoded``): where the client takes the same rate, it
+    goes out again as is, never decoded and encoded again."""
+
+    __slots__ = ("_encoded", "_pcm", "item_id", "response_id")
+
+    def __init__(
+        self, response_id: str, item_id: str, pcm: bytes = b"", *, encoded: str | None = None
+    ) -> None:
+        self.response_id = response_id
+        self.item_id = item_id
+        self._pcm: bytes | None = pcm if encoded is None else None
+        self._encoded = encoded
+
+    @property
+    def pcm(self) -> bytes:
+        if self._pcm is None:
+            self._pcm = base64.b64decode(self._encoded or "")
+        return self._pcm
+
+    @property
+    def encoded(self) -> str:
+        """The audio as base64."""
+        if self._encoded is None:
+            self._encoded = base64.b64encode(self.pcm).decode("ascii")
+        return self._encoded
+
+    @property
+    def byte_count(self) -> int:
+        if self._pcm is not None:
+            return len(self._pcm)
+        text = self._encoded or ""
+        return len(text) * 3 // 4 - text[-2:].count("=")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AudioDelta):
+            return NotImplemented
+        return (self.response_id, self.item_id, self.pcm) == (
+            other.response_id,
+            other.item_id,
+            other.pcm,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.response_id, self.item_id, self.pcm))
+
+    def __repr__(self) -> str:
+        return f"AudioDelta({self.response_id!r}, {self.item_id!r}, {self.byte_count} bytes)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from voxrelay import metrics
 from voxrelay.config import Settings
 from voxrelay.events import ModelEvent
 from voxrelay.providers.base import HistoryMessage, Provider, SessionOptions
-from voxrelay.session import EndReason, RawProvider, Session
+from voxrelay.session import EndReason, RawListener, RawProvider, Session
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -88,10 +88,10 @@ class SessionHub:
         # An OpenAI-protocol upstream's own events also reach the session's raw
         # pass-through; those seen while opening (session.created) wait for it.
         raw = provider if isinstance(provider, RawProvider) else None
-        opening: list[dict[str, Any]] = []
+        opening: list[tuple[dict[str, Any], bytes]] = []
         own_listener = raw.on_raw if raw is not None else None
         if raw is not None:
-            raw.on_raw = _both(own_listener, opening.append)
+            raw.on_raw = _both(own_listener, lambda event, raw: opening.append((event, raw)))
         inbox = _Inbox()
         name = self._settings.provider
         opening_at = time.monotonic()
@@ -141,8 +141,8 @@ class SessionHub:
         session.on_idle = self._arm_idle_timer
         session.on_active = self._disarm_idle_timer
         if raw is not None:
-            for event in opening:
-                session.on_raw(event)
+            for event, message in opening:
+                session.on_raw(event, message)
             raw.on_raw = _both(own_listener, session.on_raw)
         inbox.deliver_to(session.on_model_event)
         self._sessions[session.id] = session
@@ -224,15 +224,13 @@ class _Inbox:
             target(event)
 
 
-def _both(
-    first: Callable[[dict[str, Any]], None] | None, then: Callable[[dict[str, Any]], None]
-) -> Callable[[dict[str, Any]], None]:
+def _both(first: RawListener | None, then: RawListener) -> RawListener:
     """``then``, after the listener a provider may have been made with."""
     if first is None:
         return then
 
-    def both(event: dict[str, Any]) -> None:
-        first(event)
-        then(event)
+    def both(event: dict[str, Any], message: bytes) -> None:
+        first(event, message)
+        then(event, message)
 
     return both

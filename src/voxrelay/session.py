@@ -60,13 +60,14 @@ EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_f
 _QUIET_ERRORS = frozenset({"response_cancel_not_active"})
 
 
-RawListener = Callable[[dict[str, Any]], None]
+# An upstream event, parsed and as it came (UTF-8 JSON).
+RawListener = Callable[[dict[str, Any], bytes], None]
 
 
 @runtime_checkable
 class RawProvider(Protocol):
     """A provider that speaks the OpenAI Realtime protocol upstream (openai, azure):
-    ``on_raw`` sees every upstream event as parsed JSON, ``send_raw`` sends one as is,
+    ``on_raw`` sees every upstream event, parsed and as it came, ``send_raw`` sends one as is,
     and ``dialect`` (``"ga"`` or ``"beta"``) says which names and shapes it uses."""
 
     on_raw: RawListener | None
@@ -268,7 +269,7 @@ class Session:
         finally:
             self._raw_listeners.remove(listener)
 
-    def on_raw(self, event: dict[str, Any]) -> None:
+    def on_raw(self, event: dict[str, Any], raw: bytes) -> None:
         """The provider's ``on_raw``: remember the upstream's session, fan the event out."""
         if event.get("type") in ("session.created", "session.updated"):
             session = event.get("session")
@@ -278,7 +279,7 @@ class Session:
             self.raw_session_settled = True
         for listener in list(self._raw_listeners):
             try:
-                listener(event)
+                listener(event, raw)
             except Exception:
                 log.exception("a raw listener of session %s failed", self.id)
 
@@ -356,6 +357,20 @@ class Session:
         raw = self._raw_provider
         if raw is None:
             raise TypeError("this session's provider has no raw pass-through")
+        if received_at:
+            # An audio append: the hot path, kept as flat as ``send_audio``.
+            if not self.active:
+                raise SessionEnded(self.id)
+            async with self._order:
+                if not self.active:
+                    raise SessionEnded(self.id)
+                try:
+                    await raw.send_raw(event)
+                except Exception as error:
+                    self._upstream_refused("audio", error)
+                    raise
+                metrics.UPSTREAM_LATENCY[transport].observe(time.monotonic() - received_at)
+            return
         async with self._applying():
             if (
                 event.get("type") in ("input_audio_buffer.commit", "response.create")
@@ -365,8 +380,6 @@ class Session:
                 # A pass-through client ends its turn itself: time the answer from here.
                 self._turn = _Turn()
             await raw.send_raw(event)
-            if received_at:
-                metrics.UPSTREAM_LATENCY[transport].observe(time.monotonic() - received_at)
 
     async def interrupt(self, played_ms: int | None = None) -> None:
         async with self._applying():
@@ -471,24 +484,31 @@ class Session:
     def _on_audio(self, event: AudioDelta) -> None:
         received_at = time.monotonic()
         item = self._assistant_item(event.item_id, event.response_id)
-        item.audio_bytes += len(event.pcm)
+        count = event.byte_count
+        item.audio_bytes += count
         turn = self._turn
         if turn is not None and turn.first_audio_ms is None:
             turn.first_audio_ms = (received_at - turn.committed_at) * 1000
             metrics.FIRST_AUDIO_SECONDS.observe(turn.first_audio_ms / 1000)
-        pcm = self._output.feed(event.pcm)
-        if pcm:
-            metrics.AUDIO_OUT.inc(len(pcm))
-            appended = self.log.append(
-                "audio",
-                {
-                    "responseId": event.response_id,
-                    "itemId": event.item_id,
-                    "audio": base64.b64encode(pcm).decode("ascii"),
-                },
-            )
+        if self._output.passes_through(count):
+            # The client takes the provider's rate: the audio goes out as it came.
+            audio = event.encoded
+        else:
+            try:
+                pcm = self._output.feed(event.pcm)
+            except ValueError:  # binascii.Error: the upstream's base64 is broken
+                log.warning("dropping an audio delta that is not base64")
+                return
+            count = len(pcm)
+            audio = base64.b64encode(pcm).decode("ascii")
+        if count:
+            metrics.AUDIO_OUT.inc(count)
             # Downstream relay latency counts from the delta's arrival (resampling included).
-            appended.at = received_at
+            self.log.append(
+                "audio",
+                {"responseId": event.response_id, "itemId": event.item_id, "audio": audio},
+                at=received_at,
+            )
 
     def _on_transcript_done(self, event: TranscriptDone) -> None:
         position = self._position_of(event.item_id)

@@ -11,6 +11,8 @@ import pytest
 from harness import EventReader, RunningServer, paced, read_pcm, silence
 
 from voxrelay.client import ApiError, VoxrelayClient
+from voxrelay.events import AudioDelta
+from voxrelay.providers.echo import EchoProvider
 
 
 async def _open(client: VoxrelayClient, **params: object) -> tuple[EventReader, str]:
@@ -359,3 +361,26 @@ async def test_server_shutdown_ends_streams_cleanly(launch) -> None:  # type: ig
             "before the restart",
             "You said: before the restart",
         ]
+
+
+class _GarbledFirstDelta(EchoProvider):
+    """Echo, but each answer starts with an audio delta whose base64 is broken."""
+
+    async def send_text(self, item_id: str, text: str) -> None:
+        self._emit(AudioDelta("resp_broken", "item_broken", encoded="abc"))
+        await super().send_text(item_id, text)
+
+
+async def test_a_broken_audio_delta_is_dropped_and_the_answer_goes_on(launch) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = launch(make_provider=_GarbledFirstDelta)
+    async with VoxrelayClient(server.url, await server.token()) as client:
+        # 16 kHz out: the answer is resampled, so every delta is decoded.
+        reader, conversation_id = await _open(client, outputSampleRate=16000)
+        await client.text(conversation_id, "hello there")
+        done = await reader.wait_for("response_done")
+        assert done.data["status"] == "completed"
+        audio = [e for e in reader.events if e.type == "audio"]
+        assert audio and all(e.data["responseId"] == done.data["responseId"] for e in audio)
+        assert b"".join(base64.b64decode(e.data["audio"]) for e in audio)
+        assert server.hub.for_conversation(conversation_id) is not None
+        assert server.hub.for_conversation(conversation_id).active  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -85,7 +86,6 @@ class Collector:
         done = await self.until(lambda e: isinstance(e, ResponseDone))
         assert isinstance(done, ResponseDone)
         return done
-
 
 
 @pytest.fixture(params=["ga", "beta"])
@@ -468,14 +468,22 @@ async def test_close_ends_the_link_without_an_error(
 
 async def test_raw_events_are_observable(fake: FakeRealtimeServer) -> None:
     raw: list[dict[str, Any]] = []
+    messages: list[bytes] = []
+
+    def seen(event: dict[str, Any], message: bytes) -> None:
+        raw.append(event)
+        messages.append(message)
+
     provider = provider_for(fake)
-    provider.on_raw = raw.append
+    provider.on_raw = seen
     events = Collector()
     await provider.open(SessionOptions(), [], events)
     await provider.send_text("msg_1", "hi")
     await events.until_done()
     await provider.close()
     assert raw[0]["type"] == "session.created"
+    # Each event also comes as the upstream sent it.
+    assert [json.loads(m) for m in messages] == raw
     assert [e["type"] for e in raw] == [e["type"] for e in fake.server_events()]
     audio_type = "response.output_audio.delta" if fake.dialect == "ga" else "response.audio.delta"
     first_audio = next(e for e in raw if e["type"] == audio_type)

@@ -48,7 +48,8 @@ from voxrelay.providers.base import EmitModelEvent, HistoryMessage, ProviderErro
 log = logging.getLogger(__name__)
 
 Dialect = Literal["ga", "beta"]
-RawListener = Callable[[dict[str, Any]], None]
+# An upstream event, parsed and as it came (UTF-8 JSON).
+RawListener = Callable[[dict[str, Any], bytes], None]
 
 SAMPLE_RATE = 24000
 # Older (api-version) Azure deployments reliably offer whisper-1 for input transcription.
@@ -72,7 +73,7 @@ _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 class RealtimeProvider:
     """One live link to an OpenAI-protocol realtime model (see ``Provider``).
 
-    ``on_raw``, when set, sees every upstream event as parsed JSON before it is mapped,
+    ``on_raw``, when set, sees every upstream event (parsed, and as it came) before it is mapped,
     for transports that pass the upstream's own events through. Sends after the link
     has dropped are ignored: the loss is reported once, as a fatal ``ModelError``.
 
@@ -155,7 +156,7 @@ class RealtimeProvider:
             transport.disconnect()
             raise ProviderError(f"{where} did not start a session: {type(exc).__name__}") from None
         if self.on_raw is not None and isinstance(event, dict):
-            self.on_raw(event)
+            self.on_raw(event, message)
         if not isinstance(event, dict) or event.get("type") != "session.created":
             transport.disconnect()
             error = (event.get("error") if isinstance(event, dict) else None) or {}
@@ -283,7 +284,7 @@ class RealtimeProvider:
             log.warning("%s realtime: ignoring a message that is not an event", self.name)
             return
         if self.on_raw is not None:
-            self.on_raw(event)
+            self.on_raw(event, message)
         try:
             mapped = _map(event)
         except (KeyError, TypeError, ValueError):
@@ -433,8 +434,10 @@ def _map(event: dict[str, Any]) -> ModelEvent | None:
     """One upstream event (either dialect) as an internal event, or None to ignore it."""
     kind = event.get("type")
     if kind in ("response.output_audio.delta", "response.audio.delta"):
-        pcm = base64.b64decode(event["delta"])
-        return AudioDelta(event["response_id"], event["item_id"], pcm)
+        delta = event["delta"]
+        if not isinstance(delta, str):
+            raise TypeError("delta is not base64 text")
+        return AudioDelta(event["response_id"], event["item_id"], encoded=delta)
     if kind in _ASSISTANT_DELTA:
         return TranscriptDelta("assistant", event["item_id"], event["delta"])
     if kind in _ASSISTANT_DONE:

@@ -23,7 +23,6 @@ import base64
 import binascii
 import contextlib
 import itertools
-import json
 import logging
 import secrets
 import time
@@ -31,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, WebSocket
 
 from voxrelay import logs, metrics
@@ -215,7 +215,13 @@ class _Link:
             return
         if "event_id" not in event:
             event = {"event_id": f"event_vx{self._id_prefix}{next(self._ids)}", **event}
-        self.outbox.put_nowait(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+        self.send_text(orjson.dumps(event).decode())
+
+    def send_text(self, text: str) -> None:
+        """Queue a server event already encoded (with its ``event_id``)."""
+        if self.closing:
+            return
+        self.outbox.put_nowait(text)
         if self.outbox.qsize() - self._marks > _OUTBOX_LIMIT:
             log.warning("OpenAI-compatible client too slow; closing")
             self.close(1008, "client too slow")
@@ -364,21 +370,26 @@ class _Link:
         return session
 
     async def _follow(self, session: Session, after: int) -> None:
-        assert self._mode is not None
-        async for item in session.log.follow(after):
-            if isinstance(item, ReplayGap):
-                continue
-            if item.type == "conversation_ended":
-                reason = str(item.data.get("reason"))
-                if reason == "server_shutdown":
-                    self.send(
-                        error_event(
-                            "server_shutdown", "the server is shutting down", kind="server_error"
+        mode = self._mode
+        assert mode is not None
+        cursor = session.log.cursor(after)
+        while await cursor.wait(audio=mode.follows_audio):
+            for item in cursor.take():
+                if isinstance(item, ReplayGap):
+                    continue
+                if item.type == "conversation_ended":
+                    reason = str(item.data.get("reason"))
+                    if reason == "server_shutdown":
+                        self.send(
+                            error_event(
+                                "server_shutdown",
+                                "the server is shutting down",
+                                kind="server_error",
+                            )
                         )
-                    )
-                self.close(CLOSE_FOR_REASON.get(reason, 1000), f"conversation ended: {reason}")
-                return
-            self._mode.on_log(item)
+                    self.close(CLOSE_FOR_REASON.get(reason, 1000), f"conversation ended: {reason}")
+                    return
+                mode.on_log(item)
 
     # -- the connection's life ---
 
@@ -446,7 +457,7 @@ class _Link:
     def _parse(self, text: str) -> dict[str, Any] | None:
         """A client event in the client's dialect, or None after answering ``error``."""
         try:
-            event = json.loads(text)
+            event = orjson.loads(text)
         except ValueError as exc:
             self.error("invalid_json", f"the event is not valid JSON: {exc}")
             return None
@@ -480,6 +491,9 @@ class _Link:
 
 class _PassThrough:
     """Client and upstream speak to each other; the session still keeps the record."""
+
+    # The client hears the upstream's own audio events, not the log's.
+    follows_audio = False
 
     def __init__(self, link: _Link) -> None:
         self.link = link
@@ -530,7 +544,7 @@ class _PassThrough:
         for event in held:
             self._forward(event)
 
-    def on_raw(self, event: dict[str, Any]) -> None:
+    def on_raw(self, event: dict[str, Any], raw: bytes) -> None:
         if self.held is not None:
             kind = event.get("type")
             if kind == "session.updated":
@@ -540,12 +554,15 @@ class _PassThrough:
             if kind == "error":
                 self._release()
             return
-        if event.get("type") in _AUDIO_DELTAS:
-            received_at = time.monotonic()
+        audio = event.get("type") in _AUDIO_DELTAS
+        received_at = time.monotonic() if audio else 0.0
+        if self.upstream == self.link.dialect and "event_id" in event:
+            # Nothing to translate: the upstream's own words, not encoded again.
+            self.link.send_text(raw.decode())
+        else:
             self._forward(event)
+        if audio:
             self.link.written(received_at)
-            return
-        self._forward(event)
 
     def _forward(self, event: dict[str, Any]) -> None:
         for translated in server_event(event, self.upstream, self.link.dialect):
@@ -738,6 +755,8 @@ class _Speaker:
     """Speaks the OpenAI protocol itself for providers without a raw pass-through:
     client events become session commands, the session's log becomes server events.
     Everything is written in GA form and translated for beta clients."""
+
+    follows_audio = True
 
     def __init__(self, link: _Link, settings: Settings, options: SessionOptions | None) -> None:
         self.link = link

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 import socketio
 from engineio.payload import Payload
 from fastapi import FastAPI
@@ -27,7 +28,7 @@ from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate
 from voxrelay.config import SAMPLE_RATES
 from voxrelay.errors import ApiError
-from voxrelay.eventlog import Event, ReplayGap
+from voxrelay.eventlog import ReplayGap
 from voxrelay.hub import SessionHub
 from voxrelay.session import Session, SessionEnded
 from voxrelay.store import Store
@@ -333,21 +334,27 @@ class RealtimeNamespace:
         session = joined.session
         logs.bind(**link.fields)
         latency = metrics.DOWNSTREAM_LATENCY["socketio"]
+        eio = self._sio.eio
+        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        audio_rate = b',"sampleRate":%d}' % session.output_rate
+        cursor = session.log.cursor(after)
         try:
-            async for item in session.log.follow(after):
-                if isinstance(item, ReplayGap):
-                    # This socket fell further behind than the log holds.
-                    message = (
-                        f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
-                        f" longer held; resuming at {item.resumed_at}"
-                    )
-                    await self._emit(sid, "error", {"code": "replay_gap", "message": message})
-                    continue
-                if item.type not in _NOT_FORWARDED:
-                    await self._emit(sid, *_project(item, session))
-                    if item.type == "audio":
-                        # Handed to python-socketio, which writes it to the socket.
+            while await cursor.wait():
+                for item in cursor.take():
+                    if isinstance(item, ReplayGap):
+                        # This socket fell further behind than the log holds.
+                        message = (
+                            f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
+                            f" longer held; resuming at {item.resumed_at}"
+                        )
+                        await self._emit(sid, "error", {"code": "replay_gap", "message": message})
+                    elif item.type == "audio":
+                        # The log's JSON, not encoded again: a Socket.IO EVENT packet
+                        # written straight to the socket's Engine.IO queue.
+                        await eio.send(eio_sid, _event_packet("ai-audio", item.json, audio_rate))
                         latency.observe(time.monotonic() - item.at)
+                    elif item.type not in _NOT_FORWARDED:
+                        await eio.send(eio_sid, _event_packet(_event_name(item.type), item.json))
             link.ended = session
         except asyncio.CancelledError:
             raise
@@ -418,11 +425,16 @@ def _joined_json(session: Session) -> dict[str, Any]:
     }
 
 
-def _project(event: Event, session: Session) -> tuple[str, dict[str, Any]]:
-    name = _EVENT_NAMES.get(event.type) or event.type.replace("_", "-")
-    if event.type == "audio":
-        return name, {**event.data, "sampleRate": session.output_rate}
-    return name, event.data
+def _event_name(log_type: str) -> str:
+    return _EVENT_NAMES.get(log_type) or log_type.replace("_", "-")
+
+
+def _event_packet(name: str, data: bytes, extra: bytes = b"") -> str:
+    """A Socket.IO EVENT packet of this namespace, ``[name, data]``, from the data's JSON
+    object (``extra``, when given, replaces its closing brace with more fields)."""
+    if extra:
+        data = data[:-1] + extra
+    return f'2{NAMESPACE},["{name}",{data.decode()}]'
 
 
 def _release_long_polls(sio: socketio.AsyncServer) -> None:
@@ -443,6 +455,19 @@ def _release_long_polls(sio: socketio.AsyncServer) -> None:
     eio.on("disconnect", on_disconnect)
 
 
+class _Json:
+    """orjson for python-socketio's packets, in the shape of the ``json`` module it
+    expects (every audio chunk a client sends is a JSON packet to decode)."""
+
+    @staticmethod
+    def dumps(value: Any, **_: Any) -> str:
+        return orjson.dumps(value).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)
+
+
 def mount(app: FastAPI) -> socketio.AsyncServer:
     """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server."""
     # The maintainers' advice (python-engineio#142); it is process-wide.
@@ -456,6 +481,7 @@ def mount(app: FastAPI) -> socketio.AsyncServer:
         # Audio chunks travel in JSON as base64; leave room for a few seconds.
         max_http_buffer_size=4 << 20,
         namespaces=[NAMESPACE],
+        json=_Json,
     )
     RealtimeNamespace(sio, app)
     _release_long_polls(sio)
