@@ -7,8 +7,10 @@ audio back, and the same N clients talking to the upstream directly, in the
 same run. Reports, per transport and N: latency per chunk upstream and
 downstream (p50, p99, max) through the relay and direct, their difference
 (what the relay adds), commit-to-first-audio, server CPU seconds per
-session-minute, resident memory per idle session, and the largest N that
-keeps the added p99 under 50 ms. Writes a table, JSON and a PNG plot.
+session-minute in the steady state (every session connected and streaming),
+what the benchmark's own processes (the upstream, the clients) cost per
+chunk in that state, resident memory per idle session, and the largest N
+that keeps the added p99 under 50 ms. Writes a table, JSON and a PNG plot.
 
     uv run python benchmarks/relay.py                      # the full sweep
     uv run python benchmarks/relay.py --sessions 10 --seconds 3 --transports http
@@ -19,6 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
+import ctypes
+import gc
 import json
 import os
 import secrets
@@ -27,14 +32,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+import traceback
+from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import httpx
-from websockets.asyncio.client import connect
+import orjson
+from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -121,11 +130,28 @@ class Processes:
                 return int(line.split()[1]) * 1024
         return 0
 
-    async def upstream_records(self) -> dict[str, Any]:
-        async with connect(f"ws://127.0.0.1:{self.upstream_port}/control", max_size=None) as ws:
-            await ws.send("dump")
-            records: dict[str, Any] = json.loads(await ws.recv())
-            return records
+    async def upstream_records(self, prefix: str) -> dict[str, Any]:
+        """The upstream's records of the tags starting with ``prefix``, which it
+        then forgets (a long sweep would otherwise pile them up)."""
+        loop = asyncio.get_running_loop()
+        replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class Control(WSListener):  # type: ignore[misc]
+            def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+                if frame.msg_type is WSMsgType.TEXT:
+                    loop.call_soon(replies.put_nowait, frame.get_payload_as_bytes())
+
+        url = f"ws://127.0.0.1:{self.upstream_port}/control"
+        transport, _ = await ws_connect(Control, url, max_frame_size=1 << 31)
+        try:
+            transport.send(WSMsgType.TEXT, f"dump {prefix}".encode())
+            records: dict[str, Any] = orjson.loads(await asyncio.wait_for(replies.get(), 60))
+            transport.send(WSMsgType.TEXT, f"forget {prefix}".encode())
+            await asyncio.wait_for(replies.get(), 60)
+        finally:
+            transport.send_close()
+            transport.disconnect()
+        return records
 
     def stop(self) -> None:
         self.server.send_signal(signal.SIGTERM)
@@ -137,32 +163,144 @@ class Processes:
         self.upstream.wait(5)
 
 
+# -- CPU -----------------------------------------------------------------------------------
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def process_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process so far (its CPU-time clock: exact,
+    and counting threads that have ended)."""
+    clock = ctypes.c_int()
+    if _LIBC.clock_getcpuclockid(pid, ctypes.byref(clock)) == 0:
+        with contextlib.suppress(OSError):
+            return time.clock_gettime(clock.value)
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, not idle or waiting)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def steady_window(start: float, seconds: float) -> tuple[float, float]:
+    """The part of a streaming period when every session is connected and
+    streaming: from 1 s after the shared start to 0.5 s before the end
+    (proportionally less of a short period)."""
+    return start + min(1.0, seconds * 0.25), start + seconds - min(0.5, seconds * 0.15)
+
+
+class CpuProbe(threading.Thread):
+    """CPU of the given processes (and of the machine) over a window of the
+    shared monotonic clock."""
+
+    def __init__(self, pids: dict[str, int], window: tuple[float, float]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.window = pids, window
+        self.cpu: dict[str, float] = {}
+        self.seconds = 0.0
+
+    def _sample(self) -> tuple[float, dict[str, float]]:
+        cpu = {name: process_cpu(pid) for name, pid in self.pids.items()}
+        cpu["machine"] = machine_busy()
+        return time.monotonic(), cpu
+
+    def run(self) -> None:
+        time.sleep(max(0.0, self.window[0] - time.monotonic()))
+        t0, before = self._sample()
+        time.sleep(max(0.0, self.window[1] - time.monotonic()))
+        t1, after = self._sample()
+        self.cpu = {name: after[name] - before[name] for name in before}
+        self.seconds = t1 - t0
+
+
 # -- client workers (separate processes, so the clients do not share the server's core) --
+
+SESSIONS_PER_PROCESS = 300
+MAX_PROCESSES = 2
+PACING_SLOTS = 20  # pacing timers per worker process, spread over the 20 ms period
+# Set by --client-processes; 0: one process per 300 sessions, at most two.
+CLIENT_PROCESSES = 0
+
+
+def client_processes(sessions: int) -> int:
+    if CLIENT_PROCESSES:
+        return CLIENT_PROCESSES
+    return max(1, min(MAX_PROCESSES, -(-sessions // SESSIONS_PER_PROCESS)))
+
+
+@dataclass
+class Run:
+    traces: list[dict[str, Any]]
+    # CPU seconds over the steady window: the watched processes, "machine", and
+    # "clients" (all worker processes, each measured over its own view of the window).
+    cpu: dict[str, float] = field(default_factory=dict)
+    window: float = 0.0
+    processes: int = 0
 
 
 def _worker(
-    kind: str, url: str, token: str, tags: list[str], start: float, seconds: float, commit: bool
-) -> list[dict[str, Any]]:
+    conn: Connection,
+    kind: str,
+    url: str,
+    token: str,
+    tags: list[str],
+    seconds: float,
+    commit: bool,
+    offsets: list[float],
+) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(_run_clients(kind, url, token, tags, start, seconds, commit))
+    try:
+        result = asyncio.run(_run_clients(conn, kind, url, token, tags, seconds, commit, offsets))
+        conn.send(("done", result))
+    except BaseException:
+        conn.send(("failed", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+async def _receive(conn: Connection) -> Any:
+    """The next message from the parent, without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
+        # The loop made the pipe non-blocking; the results go back in blocking writes.
+        os.set_blocking(conn.fileno(), True)
+    return conn.recv()
 
 
 async def _run_clients(
-    kind: str, url: str, token: str, tags: list[str], start: float, seconds: float, commit: bool
-) -> list[dict[str, Any]]:
+    conn: Connection,
+    kind: str,
+    url: str,
+    token: str,
+    tags: list[str],
+    seconds: float,
+    commit: bool,
+    offsets: list[float],
+) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
-    from clients import CLIENTS, RealtimeClient, commit_turn, pace
+    from clients import CLIENTS, RealtimeClient, Speech, commit_turn, stream
 
     audio = speech()
     if kind == "direct":
         clients = [RealtimeClient(url, "bench-upstream-key", tag, direct=True) for tag in tags]
     else:
         clients = [CLIENTS[kind](url, token, tag) for tag in tags]
+    chunks = Speech(audio, int(seconds * 50))
+    for encoding in {c.ENCODING for c in clients}:
+        chunks.encoded(encoding)  # before the clock starts
     gate = asyncio.Semaphore(20)
 
     async def open_one(client: Any) -> None:
@@ -170,35 +308,103 @@ async def _run_clients(
             await client.open()
 
     await asyncio.gather(*(open_one(c) for c in clients))
+    # Every worker's sessions are open: the parent sets the shared start.
+    conn.send(("ready", time.monotonic()))
+    start = await _receive(conn)
     loop = asyncio.get_running_loop()
-    # Start on the shared clock, spread over one chunk so not all send at once.
-    begin = loop.time() + max(0.0, start - time.monotonic())
-    if commit:
-        await asyncio.gather(*(commit_turn(c.trace, audio, c.send, c.commit) for c in clients))
-    else:
-        await asyncio.gather(
-            *(
-                pace(c.trace, audio, begin + (i % 40) * 0.0005, seconds, c.send)
-                for i, c in enumerate(clients)
-            )
-        )
-        await asyncio.sleep(0.5)  # let the last answers arrive
+    shift = loop.time() - time.monotonic()
+    probe: list[tuple[float, float]] = []
+    # No collector pauses while streaming (the traces only grow; cycles wait till after).
+    gc.collect()
+    gc.disable()
+    try:
+        if commit:
+            await asyncio.gather(*(commit_turn(c.trace, audio, c.send, c.commit) for c in clients))
+        else:
+            for at in steady_window(start, seconds):
+                loop.call_at(
+                    at + shift, lambda: probe.append((time.monotonic(), time.process_time()))
+                )
+            await stream(clients, chunks, start + shift, offsets)
+            await asyncio.sleep(0.5)  # let the last answers arrive
+    finally:
+        gc.enable()
     traces = [c.trace.as_dict() for c in clients]
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-    return traces
+    return {"traces": traces, "cpu": probe}
+
+
+def _expect(conn: Connection, what: str, timeout: float) -> Any:
+    if not conn.poll(timeout):
+        raise TimeoutError(f"a client worker sent no {what!r} in {timeout:.0f} s")
+    status, value = conn.recv()
+    if status == "failed":
+        raise RuntimeError(f"a client worker failed:\n{value}")
+    if status != what:
+        raise RuntimeError(f"a client worker sent {status!r}, not {what!r}")
+    return value
 
 
 def run_clients(
-    kind: str, url: str, token: str, tags: list[str], seconds: float, *, commit: bool = False
-) -> list[dict[str, Any]]:
-    workers = max(1, min(4, len(tags) // 40 + 1))
-    groups = [tags[i::workers] for i in range(workers)]
-    start = time.monotonic() + 2.0 + len(tags) * 0.01
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_worker, kind, url, token, g, start, seconds, commit) for g in groups if g
-        ]
-        return [trace for f in futures for trace in f.result()]
+    kind: str,
+    url: str,
+    token: str,
+    tags: list[str],
+    seconds: float,
+    *,
+    commit: bool = False,
+    watch: dict[str, int] | None = None,
+) -> Run:
+    """Run the clients in worker processes: each opens its sessions, then all
+    start streaming together on the shared clock, their pacing timers spread
+    evenly over the 20 ms period across workers. ``watch``: processes whose CPU
+    to measure over the steady window."""
+    context = get_context("spawn")
+    count = client_processes(len(tags))
+    groups = [tags[i::count] for i in range(count) if tags[i::count]]
+    count = len(groups)
+    conns: list[Connection] = []
+    workers = []
+    for w, group in enumerate(groups):
+        slots = min(PACING_SLOTS, len(group))
+        offsets = [0.02 * (j * count + w) / (PACING_SLOTS * count) for j in range(slots)]
+        mine, theirs = context.Pipe()
+        worker = context.Process(
+            target=_worker,
+            args=(theirs, kind, url, token, group, seconds, commit, offsets),
+            daemon=True,
+        )
+        worker.start()
+        theirs.close()
+        conns.append(mine)
+        workers.append(worker)
+    try:
+        for conn in conns:
+            _expect(conn, "ready", 120 + len(tags) * 0.5)
+        start = time.monotonic() + 0.3
+        probe = CpuProbe(watch or {}, steady_window(start, seconds))
+        if not commit:
+            probe.start()
+        for conn in conns:
+            conn.send(start)
+        results = [_expect(conn, "done", 120 + seconds + len(tags) * 0.2) for conn in conns]
+    finally:
+        for worker in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()
+    run = Run([trace for r in results for trace in r["traces"]], processes=count)
+    if not commit:
+        probe.join()
+        run.window = probe.seconds
+        run.cpu = dict(probe.cpu)
+        # Each worker measured itself; scale its share to the parent's window.
+        run.cpu["clients"] = sum(
+            (r["cpu"][1][1] - r["cpu"][0][1]) / (r["cpu"][1][0] - r["cpu"][0][0]) * run.window
+            for r in results
+            if len(r["cpu"]) == 2
+        )
+    return run
 
 
 # -- statistics --------------------------------------------------------------------------
@@ -261,27 +467,52 @@ def commit_latency(traces: list[dict[str, Any]]) -> list[float]:
 # -- the run ---------------------------------------------------------------------------
 
 
+def harness_cpu(run: Run, sessions: int) -> dict[str, Any]:
+    """What the upstream and the client processes cost over the steady window:
+    cores, and microseconds per chunk round trip (one 20 ms chunk up, its echo down)."""
+    round_trips = sessions * 50 * run.window
+    return {
+        "upstream_cores": round(run.cpu["upstream"] / run.window, 4),
+        "upstream_us_per_chunk": round(run.cpu["upstream"] / round_trips * 1e6, 2),
+        "clients_cores": round(run.cpu["clients"] / run.window, 4),
+        "clients_us_per_chunk": round(run.cpu["clients"] / round_trips * 1e6, 2),
+        "client_processes": run.processes,
+    }
+
+
 def measure(processes: Processes, transport: str, n: int, seconds: float) -> dict[str, Any]:
     run_id = secrets.token_hex(3)
     relay_tags = [f"bench:{run_id}:{transport}:{i}" for i in range(n)]
     direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
+    watch = {"server": processes.server.pid, "upstream": processes.upstream.pid}
     cpu_before = processes.cpu_seconds()
-    relay = run_clients(transport, processes.url, processes.token, relay_tags, seconds)
+    relay = run_clients(transport, processes.url, processes.token, relay_tags, seconds, watch=watch)
     cpu = processes.cpu_seconds() - cpu_before
-    direct = run_clients("direct", processes.upstream_url, "", direct_tags, seconds)
-    records = asyncio.run(processes.upstream_records())
-    up_relay, down_relay, delivered = latencies(relay, records, 960)
-    up_direct, down_direct, _ = latencies(direct, records, 960)
+    direct = run_clients("direct", processes.upstream_url, "", direct_tags, seconds, watch=watch)
+    records = asyncio.run(processes.upstream_records(f"bench:{run_id}:"))
+    up_relay, down_relay, delivered = latencies(relay.traces, records, 960)
+    up_direct, down_direct, _ = latencies(direct.traces, records, 960)
+    server = relay.cpu["server"]
+    window = relay.window
     result: dict[str, Any] = {
         "transport": transport,
         "sessions": n,
         "seconds": seconds,
         "delivered": round(delivered, 4),
-        "errors": sum(len(t["errors"]) for t in relay),
+        "errors": sum(len(t["errors"]) for t in relay.traces),
         "upstream": {"relay": summary(up_relay), "direct": summary(up_direct)},
         "downstream": {"relay": summary(down_relay), "direct": summary(down_direct)},
-        # Includes the connect and close of every session, so an upper bound.
-        "cpu_seconds_per_session_minute": round(cpu / (n * seconds / 60), 4),
+        # Over the steady window: every session connected and streaming.
+        "cpu_seconds_per_session_minute": round(server / (n * window / 60), 4),
+        # Over the whole run, including the connect and close of every session.
+        "cpu_seconds_per_session_minute_whole_run": round(cpu / (n * seconds / 60), 4),
+        "steady_cpu": {
+            "window_seconds": round(window, 3),
+            "server_cores": round(server / window, 4),
+            "server_us_per_chunk": round(server / (n * 50 * window) * 1e6, 2),
+            "machine_cores": round(relay.cpu["machine"] / window, 4),
+            "harness": {"relay": harness_cpu(relay, n), "direct": harness_cpu(direct, n)},
+        },
     }
     for direction in ("upstream", "downstream"):
         r, d = result[direction]["relay"], result[direction]["direct"]
@@ -307,7 +538,7 @@ def measure_commit(processes: Processes, transport: str, n: int) -> dict[str, An
         0,
         commit=True,
     )
-    r, d = summary(commit_latency(relay)), summary(commit_latency(direct))
+    r, d = summary(commit_latency(relay.traces)), summary(commit_latency(direct.traces))
     return {
         "relay": r,
         "direct": d,
@@ -339,15 +570,19 @@ def measure_idle_memory(processes: Processes, n: int) -> dict[str, Any]:
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         f"{'transport':9} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
-        f"{'down p50/p99/max added ms':>27} | {'cpu s/sess-min':>14}",
+        f"{'down p50/p99/max added ms':>27} | {'cpu s/sess-min':>14} {'cores':>5} | "
+        f"{'harness us/chunk':>16}",
     ]
     for r in results:
         up, down = r["upstream"]["added"], r["downstream"]["added"]
+        steady = r["steady_cpu"]
+        harness = steady["harness"]["relay"]
         lines.append(
             f"{r['transport']:9} {r['sessions']:>4} {r['delivered']:>6.3f} | "
             f"{up['p50']:>7.2f} {up['p99']:>8.2f} {up['max']:>9.2f} | "
             f"{down['p50']:>7.2f} {down['p99']:>9.2f} {down['max']:>9.2f} | "
-            f"{r['cpu_seconds_per_session_minute']:>14.3f}"
+            f"{r['cpu_seconds_per_session_minute']:>14.3f} {steady['server_cores']:>5.2f} | "
+            f"{harness['upstream_us_per_chunk']:>7.1f} {harness['clients_us_per_chunk']:>8.1f}"
         )
     return "\n".join(lines)
 
@@ -398,8 +633,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="streaming time per measurement")
     parser.add_argument("--idle", type=int, default=100, help="idle sessions for the memory figure")
     parser.add_argument("--commit-sessions", type=int, default=10)
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=0,
+        help="client worker processes per run (default: one per 300 sessions, at most two)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args(argv)
+    if args.seconds <= 0:
+        parser.error("--seconds must be more than 0")
+    global CLIENT_PROCESSES
+    CLIENT_PROCESSES = args.client_processes
     counts = [int(n) for n in args.sessions.split(",")]
     transports = args.transports.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
