@@ -73,8 +73,9 @@ def speech() -> bytes:
 
 
 class Processes:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, workers: int = 1) -> None:
         self.workdir = workdir
+        self.workers = workers
         self.upstream_port = free_port()
         self.server_port = free_port()
         self.upstream = subprocess.Popen(
@@ -94,8 +95,9 @@ class Processes:
             "VOXRELAY_DATABASE_URL": self.database,
             "VOXRELAY_LOG_LEVEL": "warning",
         }
+        command = [sys.executable, "-m", "voxrelay.cli", "serve", "--port", str(self.server_port)]
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "voxrelay.cli", "serve", "--port", str(self.server_port)],
+            [*command, "--workers", str(workers)],
             env=env,
             stderr=open(workdir / "server.log", "w"),  # noqa: SIM115
         )
@@ -111,6 +113,17 @@ class Processes:
             raise RuntimeError("voxrelay serve did not start")
         self.token = asyncio.run(self._token())
 
+    def server_pids(self) -> list[int]:
+        """The server's processes: the one started, and its workers if it has any."""
+        pids = [self.server.pid]
+        if self.workers > 1:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                    if int(fields[1]) == self.server.pid:
+                        pids.append(int(stat.parent.name))
+        return pids
+
     async def _token(self) -> str:
         from voxrelay.store import Store
 
@@ -121,14 +134,15 @@ class Processes:
             await store.close()
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.server.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(process_cpu(pid) for pid in self.server_pids())
 
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.server.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        total = 0
+        for pid in self.server_pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        return total
 
     async def upstream_records(self, prefix: str) -> dict[str, Any]:
         """The upstream's records of the tags starting with ``prefix``, which it
@@ -196,14 +210,14 @@ class CpuProbe(threading.Thread):
     """CPU of the given processes (and of the machine) over a window of the
     shared monotonic clock."""
 
-    def __init__(self, pids: dict[str, int], window: tuple[float, float]) -> None:
+    def __init__(self, pids: dict[str, list[int]], window: tuple[float, float]) -> None:
         super().__init__(daemon=True)
         self.pids, self.window = pids, window
         self.cpu: dict[str, float] = {}
         self.seconds = 0.0
 
     def _sample(self) -> tuple[float, dict[str, float]]:
-        cpu = {name: process_cpu(pid) for name, pid in self.pids.items()}
+        cpu = {name: sum(process_cpu(pid) for pid in pids) for name, pids in self.pids.items()}
         cpu["machine"] = machine_busy()
         return time.monotonic(), cpu
 
@@ -353,7 +367,7 @@ def run_clients(
     seconds: float,
     *,
     commit: bool = False,
-    watch: dict[str, int] | None = None,
+    watch: dict[str, list[int]] | None = None,
 ) -> Run:
     """Run the clients in worker processes: each opens its sessions, then all
     start streaming together on the shared clock, their pacing timers spread
@@ -484,7 +498,7 @@ def measure(processes: Processes, transport: str, n: int, seconds: float) -> dic
     run_id = secrets.token_hex(3)
     relay_tags = [f"bench:{run_id}:{transport}:{i}" for i in range(n)]
     direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
-    watch = {"server": processes.server.pid, "upstream": processes.upstream.pid}
+    watch = {"server": processes.server_pids(), "upstream": [processes.upstream.pid]}
     cpu_before = processes.cpu_seconds()
     relay = run_clients(transport, processes.url, processes.token, relay_tags, seconds, watch=watch)
     cpu = processes.cpu_seconds() - cpu_before
@@ -639,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="client worker processes per run (default: one per 300 sessions, at most two)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="voxrelay serve --workers (default 1)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args(argv)
     if args.seconds <= 0:
@@ -649,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     transports = args.transports.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
-        processes = Processes(Path(workdir))
+        processes = Processes(Path(workdir), args.workers)
         try:
             memory = measure_idle_memory(processes, args.idle) if args.idle else None
             results = []
@@ -678,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "server_workers": args.workers,
         "results": results,
         "commit_to_first_audio_ms": commits,
         "idle_memory": memory,

@@ -20,6 +20,9 @@ from voxrelay.providers import provider_factory, warm_up
 from voxrelay.providers.base import Provider
 from voxrelay.store import Store
 from voxrelay.transports import http, openai_ws, socketio
+from voxrelay.workers import Worker
+from voxrelay.workers.link import Peers
+from voxrelay.workers.ownership import SINGLE
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +31,21 @@ def create_app(
     settings: Settings | None = None,
     *,
     make_provider: Callable[[], Provider] | None = None,
+    worker: Worker | None = None,
 ) -> FastAPI:
+    """The app; ``worker`` says which of several worker processes runs it."""
     settings = settings or Settings.from_env()
     factory = make_provider or provider_factory(settings)
+    ownership = worker.ownership if worker is not None else SINGLE
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await Store.open(settings.database_url)
-        stale = await store.end_stale_sessions("server_shutdown")
+        # One worker of several tidies only the sessions it would own: every id has one
+        # owner, and the others may already be serving theirs.
+        stale = await store.end_stale_sessions(
+            "server_shutdown", only=worker.ownership.owns if worker is not None else None
+        )
         if stale:
             log.info("marked %d sessions of an earlier run as ended", stale)
         redis = None
@@ -45,12 +55,25 @@ def create_app(
             redis = Redis.from_url(settings.redis_url)
         if make_provider is None:
             warm_up(settings)
-        hub = SessionHub(store, settings, factory)
+        hub = SessionHub(store, settings, factory, ownership)
+        peers = None
+        if worker is not None:
+            peers = Peers(
+                ownership,
+                worker.rundir,
+                hub,
+                log_keep_seconds=max(settings.grace_seconds, 1.0),
+                log_max_bytes=settings.replay_max_bytes,
+            )
+            await peers.start()
+            hub.peers = peers
         app.state.store, app.state.hub, app.state.redis = store, hub, redis
         try:
             yield
         finally:
             await hub.end_all("server_shutdown")
+            if peers is not None:
+                await peers.close()
             if redis is not None:
                 await redis.aclose()
             await store.close()
@@ -65,7 +88,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(http.router)
     app.include_router(openai_ws.router)
-    socketio.mount(app)
+    socketio.mount(app, ownership)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -93,8 +116,12 @@ def create_app(
         return JSONResponse({**body, "checks": checks}, status_code=503)
 
     @app.get("/metrics", tags=["operations"])
-    async def prometheus() -> Response:
-        body, content_type = metrics.render()
-        return Response(body, media_type=content_type)
+    async def prometheus(request: Request) -> Response:
+        peers = request.app.state.hub.peers
+        if peers is None:
+            body = metrics.generate()
+        else:
+            body = metrics.merge([metrics.generate(), *await peers.metrics_of_others()])
+        return Response(body, media_type=metrics.CONTENT_TYPE)
 
     return app

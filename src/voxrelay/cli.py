@@ -19,6 +19,7 @@ _SERVE_FLAGS = (
     "database_url",
     "redis_url",
     "provider",
+    "workers",
     "grace_seconds",
     "log_level",
     "log_format",
@@ -92,8 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     provider_factory(settings)  # fail now on missing credentials
-    run(settings)
-    return 0
+    return run(settings)
 
 
 async def _with_store(args: argparse.Namespace) -> Store:

@@ -29,6 +29,8 @@ class Settings:
     database_url: str = "sqlite+aiosqlite:///./voxrelay.db"
     redis_url: str | None = None
     provider: str = "local"
+    # Worker processes sharing the port; each session lives in one of them.
+    workers: int = 1
     grace_seconds: float = 60.0
     log_level: str = "info"
     # ``voxrelay serve``'s log lines: ``json`` (one object per line) or ``text``.
@@ -56,6 +58,8 @@ class Settings:
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
         if self.provider not in PROVIDERS:
             raise ValueError(f"unknown provider {self.provider!r}; choose one of {PROVIDERS}")
+        if self.workers < 1:
+            raise ValueError("workers must be 1 or more")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"unknown log format {self.log_format!r}; choose one of {LOG_FORMATS}")
 

@@ -72,12 +72,13 @@ class ReplayGap:
 
 
 class EventLog:
-    def __init__(self, *, keep_seconds: float, max_bytes: int) -> None:
+    def __init__(self, *, keep_seconds: float, max_bytes: int, last_id: int = 0) -> None:
         self._events: deque[_Entry] = deque()
         self._keep_seconds = keep_seconds
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._last_id = 0
+        # A mirror of another worker's log starts where its reader joined.
+        self._last_id = last_id
         self._closed = False
         # Cursors waiting for the next event, and those that wait through audio
         # (a listener with no use for audio is not woken 50 times a second).
@@ -101,19 +102,31 @@ class EventLog:
         it happened, by ``time.monotonic()`` (default now)."""
         if self._closed:
             raise RuntimeError("event log is closed")
-        self._last_id += 1
         when = time.monotonic() if at is None else at
-        json = orjson.dumps(data)
-        self._events.append((self._last_id, type, when, json))
-        self._bytes += _ENTRY_OVERHEAD + len(json)
+        entry = (self._last_id + 1, type, when, orjson.dumps(data))
+        self._add(entry)
+        event = Event(*entry)
+        event._data = data
+        return event
+
+    def copy_in(self, id: int, type: str, at: float, json: bytes) -> None:
+        """Append an event of another log, by its own id: the next one in order
+        (a log that mirrors a session living in another worker)."""
+        if self._closed:
+            return
+        if id != self._last_id + 1:
+            raise ValueError(f"event {id} does not follow {self._last_id}")
+        self._add((id, type, at, json))
+
+    def _add(self, entry: _Entry) -> None:
+        self._last_id = entry[0]
+        self._events.append(entry)
+        self._bytes += _ENTRY_OVERHEAD + len(entry[3])
         self._trim(time.monotonic())
         if self._waiters:
             self._waiters = _wake(self._waiters)
-        if self._control_waiters and type != "audio":
+        if self._control_waiters and entry[1] != "audio":
             self._control_waiters = _wake(self._control_waiters)
-        event = Event(self._last_id, type, when, json)
-        event._data = data
-        return event
 
     def close(self) -> None:
         """No more events; listeners drain what is left and stop."""

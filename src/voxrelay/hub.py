@@ -1,4 +1,5 @@
-"""Where live sessions are started, found, kept alive and ended on this node."""
+"""Where live sessions are started, found, kept alive and ended on this worker, and
+where a transport finds a session that lives in another worker (``workers/link``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxrelay import metrics
 from voxrelay.config import Settings
+from voxrelay.errors import ApiError
 from voxrelay.events import ModelEvent
-from voxrelay.providers.base import HistoryMessage, Provider, SessionOptions
-from voxrelay.session import EndReason, RawListener, RawProvider, Session
+from voxrelay.providers.base import HistoryMessage, Provider, ProviderError, SessionOptions
+from voxrelay.session import EndReason, LiveSession, RawListener, RawProvider, Session
 from voxrelay.store import Store
+from voxrelay.store.ids import CONVERSATION_PREFIX, SESSION_PREFIX
+from voxrelay.workers.ownership import SINGLE, Ownership
+
+if TYPE_CHECKING:
+    from voxrelay.workers.link import Peers
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +33,31 @@ class ConversationBusy(Exception):
     """The conversation already has an active session."""
 
 
+def start_failure(error: BaseException) -> ApiError | None:
+    """What a client is told when starting a session failed with ``error``."""
+    if isinstance(error, ConversationBusy):
+        return ApiError(409, "conversation_busy", "the conversation already has an active session")
+    if isinstance(error, ProviderError):
+        return ApiError(502, "upstream_unavailable", str(error))
+    if isinstance(error, OSError):
+        return ApiError(502, "upstream_unavailable", f"the upstream is unreachable: {error}")
+    return None
+
+
 class SessionHub:
-    def __init__(self, store: Store, settings: Settings, provider_factory: ProviderFactory) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        provider_factory: ProviderFactory,
+        ownership: Ownership = SINGLE,
+    ) -> None:
         self._store = store
         self._settings = settings
         self._provider_factory = provider_factory
+        self.ownership = ownership
+        # The other workers, when there are several.
+        self.peers: Peers | None = None
         self._sessions: dict[str, Session] = {}
         self._by_conversation: dict[str, Session] = {}
         self._starting: dict[str, asyncio.Lock] = {}
@@ -42,6 +69,63 @@ class SessionHub:
 
     def for_conversation(self, conversation_id: str) -> Session | None:
         return self._by_conversation.get(conversation_id)
+
+    async def find(self, session_id: str) -> LiveSession | None:
+        """The live session with this id, in this worker or the one that owns it."""
+        if self.peers is None or self.ownership.owns(session_id):
+            return self._sessions.get(session_id)
+        return await self.peers.find(self.ownership.owner(session_id), session=session_id)
+
+    async def find_for_conversation(self, conversation_id: str) -> LiveSession | None:
+        """The conversation's live session, wherever it lives."""
+        if self.peers is None or self.ownership.owns(conversation_id):
+            return self._by_conversation.get(conversation_id)
+        owner = self.ownership.owner(conversation_id)
+        return await self.peers.find(owner, conversation=conversation_id)
+
+    def new_conversation_id(self) -> str:
+        """An id for a new conversation, owned by this worker."""
+        return self.ownership.new_id(CONVERSATION_PREFIX)
+
+    async def start_anywhere(
+        self,
+        *,
+        user_id: str,
+        conversation_id: str,
+        input_rate: int,
+        output_rate: int,
+        options: SessionOptions,
+        join_active: bool = False,
+    ) -> tuple[LiveSession, bool]:
+        """``start`` in the worker that owns the conversation; returns the session and
+        whether it is new. Failures are ``ApiError``s (see ``start_failure``), or a
+        ``RuntimeError`` while this worker shuts down."""
+        if self.peers is not None and not self.ownership.owns(conversation_id):
+            return await self.peers.start_session(
+                self.ownership.owner(conversation_id),
+                user_id=user_id,
+                conversation_id=conversation_id,
+                input_rate=input_rate,
+                output_rate=output_rate,
+                options=options,
+                join_active=join_active,
+            )
+        before = self._by_conversation.get(conversation_id)
+        try:
+            session = await self.start(
+                user_id=user_id,
+                conversation_id=conversation_id,
+                input_rate=input_rate,
+                output_rate=output_rate,
+                options=options,
+                join_active=join_active,
+            )
+        except Exception as error:
+            failure = start_failure(error)
+            if failure is None:
+                raise
+            raise failure from None
+        return session, session is not before
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -123,6 +207,7 @@ class SessionHub:
             output_sample_rate=output_rate,
             turn_detection=options.turn_detection,
             options={k: v for k, v in asdict(options).items() if v is not None},
+            session_id=self.ownership.new_id(SESSION_PREFIX),
         )
         session = Session(
             id=record.id,

@@ -31,6 +31,14 @@ _fields: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
 )
 
 
+# Fields of every line this process writes (which worker it is).
+_process_fields: dict[str, str] = {}
+
+
+def set_process_fields(**fields: str) -> None:
+    _process_fields.update(fields)
+
+
 def bind(**fields: str | None) -> None:
     """Add fields (None leaves one as is) to the log lines of the current task, and of
     the tasks it starts from now on."""
@@ -110,7 +118,7 @@ def _value(value: Any) -> Any:
 
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The context's fields, then the record's extras, then an access line's parts."""
-    fields: dict[str, Any] = dict(_fields.get())
+    fields: dict[str, Any] = {**_process_fields, **_fields.get()}
     for key, value in vars(record).items():
         if key not in _STANDARD and not key.startswith("_"):
             fields[key] = value

@@ -3,11 +3,20 @@
 Names, labels and meanings are listed in docs/operations.md. Children used on
 the audio path are bound once here (``AUDIO_IN``, ``UPSTREAM_LATENCY``,
 ``DOWNSTREAM_LATENCY``), so a chunk costs a dict lookup, not a ``labels()`` call.
+With several workers, the worker asked collects every worker's figures and
+answers with their sum (``merge``): each worker keeps its metrics in its own
+memory, the cheapest place to count an audio chunk.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
 
 # Transports that receive client audio, and those that write events to clients.
 AUDIO_TRANSPORTS = ("upload", "socketio", "websocket")
@@ -65,5 +74,52 @@ for _transport in ("sse", "upload", "socketio", "websocket"):
     ACTIVE_STREAMS.labels(transport=_transport)
 
 
-def render() -> tuple[bytes, str]:
-    return generate_latest(), CONTENT_TYPE_LATEST
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def generate() -> bytes:
+    """This process's metrics, as Prometheus text."""
+    return _generate_latest(REGISTRY)
+
+
+# Samples that say when, or what, rather than how much: not added up across workers.
+_EARLIEST = ("_created", "process_start_time_seconds")
+_SAME = ("python_info",)
+
+
+def merge(texts: Iterable[bytes]) -> bytes:
+    """Several workers' metrics as one node's: every sample added up (counts, sums,
+    gauges such as live sessions or resident memory), but the earliest of the
+    start and creation times."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            merged = families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type, family.unit)
+            )
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in values:
+                    merged.samples.append(sample)
+                    values[key] = sample.value
+                elif sample.name.endswith(_EARLIEST) or sample.name.startswith(_EARLIEST):
+                    values[key] = min(values[key], sample.value)
+                elif not sample.name.startswith(_SAME):
+                    values[key] += sample.value
+    for family in families.values():
+        family.samples = [
+            sample._replace(value=values[(sample.name, tuple(sorted(sample.labels.items())))])
+            for sample in family.samples
+        ]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families.values())))
+    return _generate_latest(registry)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
+import signal
 import socket
 from types import FrameType
 from typing import Any
@@ -18,14 +20,21 @@ from uvicorn.config import LOGGING_CONFIG
 from voxrelay import logs
 from voxrelay.app import create_app
 from voxrelay.config import Settings
+from voxrelay.workers import Worker
+from voxrelay.workers.handoff import HandingOffHttpProtocol, Handoff, protocol_for
+
+log = logging.getLogger(__name__)
 
 
 class Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, *, tune_gc: bool = False) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, tune_gc: bool = False, handoff: Handoff | None = None
+    ) -> None:
         super().__init__(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutting_down = False
         self._tune_gc = tune_gc
+        self._handoff = handoff
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -33,11 +42,35 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self._handoff is not None:
+            self._handoff.listen(self._adopt)
         if self._tune_gc:
             tune_garbage_collector()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._handoff is not None:
+            self._handoff.close()
+        await super().shutdown(sockets)
+
+    def _adopt(self, connection: socket.socket, data: bytes) -> None:
+        """Serve a connection another worker handed here, as if accepted here."""
+        protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+        assert isinstance(protocol, HandingOffHttpProtocol)
+        protocol.adopt(data)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, connection))
+        task.add_done_callback(_log_adoption_failure)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._shutting_down or self._loop is None:
+        if self._shutting_down:
+            # Sessions are ending already. A second Ctrl+C cuts that short; anything
+            # else (a supervisor passing on the same request) waits for it.
+            if sig == signal.SIGINT:
+                super().handle_exit(sig, frame)
+            return
+        if self._loop is None:
             return super().handle_exit(sig, frame)
         self._shutting_down = True
         self._loop.call_soon_threadsafe(self._end_sessions_then_exit, sig, frame)
@@ -54,9 +87,12 @@ class Server(uvicorn.Server):
 
     def stop(self) -> None:
         """Shut down gracefully, from any thread (tests run servers in threads)."""
-        import signal
-
         self.handle_exit(signal.SIGTERM, None)
+
+
+def _log_adoption_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a connection handed from another worker was lost: %s", task.exception())
 
 
 async def _end_everything(app: FastAPI) -> None:
@@ -90,8 +126,11 @@ def make_server(
     *,
     log_config: dict[str, Any] | None = None,
     tune_gc: bool = False,
+    worker: Worker | None = None,
 ) -> Server:
-    """A server for ``app``; uvicorn logs as ``log_config`` says (default: its own way)."""
+    """A server for ``app``; uvicorn logs as ``log_config`` says (default: its own way).
+    As one of several ``worker`` processes it hands connections to their owner."""
+    handoff = Handoff(worker.ownership, worker.rundir) if worker is not None else None
     config = uvicorn.Config(
         app or create_app(settings),
         host=settings.host,
@@ -100,11 +139,20 @@ def make_server(
         log_config=log_config if log_config is not None else LOGGING_CONFIG,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        http=protocol_for(handoff) if handoff is not None else "auto",
+        # Which worker answered, on every response (for operators, at no cost per chunk).
+        headers=[("X-Voxrelay-Worker", str(worker.ownership.index))] if worker else None,
     )
-    return Server(config, tune_gc=tune_gc)
+    return Server(config, tune_gc=tune_gc, handoff=handoff)
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings) -> int:
+    """Serve until told to stop; returns the exit status."""
     # Before the app is made, so its own start-up lines are formatted too.
     log_config = logs.configure(settings)
+    if settings.workers > 1:
+        from voxrelay.workers import supervisor
+
+        return supervisor.serve(settings)
     make_server(settings, log_config=log_config, tune_gc=True).run()
+    return 0

@@ -54,6 +54,8 @@ from voxrelay.store import Store
 log = logging.getLogger(__name__)
 
 EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
+# What a listener reads from the log (``Session.attached``).
+Reads = Literal["all", "replays", "no_audio"]
 
 # An upstream complaint about cancelling when nothing is in progress is noise
 # to the client: the interrupt it asked for already holds.
@@ -80,6 +82,39 @@ class RawProvider(Protocol):
 
 class SessionEnded(Exception):
     """The session is no longer active."""
+
+
+class LiveSession(Protocol):
+    """What a transport may do with a live session, whether it runs in this worker
+    (``Session``) or another (``workers.link.RemoteSession``)."""
+
+    id: str
+    conversation_id: str
+    user_id: str
+    created_at: datetime
+    input_rate: int
+    output_rate: int
+    turn_detection: TurnDetection
+    status: Literal["active", "ended"]
+    log: EventLog
+    seqs_taken: dict[int, int]
+
+    @property
+    def active(self) -> bool: ...
+
+    def attached(self, *, reads: Reads = "all") -> contextlib.AbstractContextManager[None]: ...
+
+    async def send_audio(
+        self, pcm: bytes, rate: int | None = None, *, transport: str = "", received_at: float = 0.0
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def send_text(self, text: str, item_id: str | None = None) -> str: ...
+
+    async def interrupt(self, played_ms: int | None = None) -> None: ...
+
+    async def end(self, reason: EndReason) -> None: ...
 
 
 def new_item_id() -> str:
@@ -133,6 +168,10 @@ class Session:
         self.end_reason: EndReason | None = None
         self.log = EventLog(keep_seconds=log_keep_seconds, max_bytes=log_max_bytes)
         self.listeners = 0
+        # Listeners that read answer audio from the log, and whether one may come back
+        # for what it missed (``attached``).
+        self._audio_readers = 0
+        self._audio_replayable = False
         self.on_idle: Callable[[Session], None] | None = None
         self.on_active: Callable[[Session], None] | None = None
         self._provider = provider
@@ -233,15 +272,27 @@ class Session:
     # -- listeners -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def attached(self) -> Iterator[None]:
-        """Count a listener or an upload in progress: the session is not idle."""
+    def attached(self, *, reads: Reads = "all") -> Iterator[None]:
+        """Count a listener or an upload in progress: the session is not idle.
+
+        ``reads`` says what it takes from the log: everything from now on (``all``),
+        everything and, after a reconnect, what it missed (``replays``: an SSE stream),
+        or nothing of the audio (``no_audio``: an upload, or a pass-through WebSocket,
+        which hears the upstream's own audio events). Answer audio goes into the log
+        only while someone may read it there."""
         self.listeners += 1
+        if reads != "no_audio":
+            self._audio_readers += 1
+        if reads == "replays":
+            self._audio_replayable = True
         if self.listeners == 1 and self.on_active is not None:
             self.on_active(self)
         try:
             yield
         finally:
             self.listeners -= 1
+            if reads != "no_audio":
+                self._audio_readers -= 1
             if self.listeners == 0 and self.on_idle is not None:
                 self.on_idle(self)
 
@@ -503,6 +554,8 @@ class Session:
             audio = base64.b64encode(pcm).decode("ascii")
         if count:
             metrics.AUDIO_OUT.inc(count)
+            if not (self._audio_readers or self._audio_replayable):
+                return  # nobody reads audio from the log, and nobody will come back for it
             # Downstream relay latency counts from the delta's arrival (resampling included).
             self.log.append(
                 "audio",

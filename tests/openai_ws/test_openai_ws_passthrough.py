@@ -22,6 +22,7 @@ from realtime_ws_client import (
 from websockets.exceptions import ConnectionClosed
 
 from voxrelay.client import VoxrelayClient
+from voxrelay.eventlog import ReplayGap
 
 CLIENT_DIALECTS = pytest.mark.parametrize("client_dialect", ["ga", "beta"])
 
@@ -221,6 +222,38 @@ async def test_other_listeners_see_normalized_events(
         session = relay.hub.for_conversation(cid)
         assert session is not None and session.active
         assert not reader.closed
+        await reader.close()
+
+
+@pytest.mark.parametrize("upstream_dialect", ["ga"])
+async def test_answer_audio_is_logged_only_while_a_listener_reads_it(
+    relay: RunningServer, fake: FakeRealtimeServer
+) -> None:
+    token = await relay.token()
+
+    def logged_types(cid: str) -> list[str]:
+        session = relay.hub.for_conversation(cid)
+        assert session is not None
+        cursor = session.log.cursor(0)
+        return [item.type for item in cursor.take() if not isinstance(item, ReplayGap)]
+
+    async with VoxrelayClient(relay.url, token) as client, connect(relay, token) as conversation:
+        await conversation.until("conversation.created")
+        cid = conversation_id(conversation)
+        await conversation.conn.conversation.item.create(item=text_item("first"))
+        await conversation.conn.response.create()
+        await conversation.until("response.done")
+        # The SDK client hears the upstream's own audio events; nobody reads the log's.
+        alone = logged_types(cid)
+        assert "response_done" in alone and "audio" not in alone
+        reader = EventReader(client.events(conversation_id=cid))
+        await reader.wait_for("conversation_started")
+        await conversation.conn.conversation.item.create(item=text_item("second"))
+        await conversation.conn.response.create()
+        await conversation.until("response.done")
+        await reader.wait_for("response_done")
+        assert reader.of_type("audio")
+        assert "audio" in logged_types(cid)
         await reader.close()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, cast
@@ -422,14 +423,24 @@ class Store:
                 .execution_options(synchronize_session=False)
             )
 
-    async def end_stale_sessions(self, reason: str = "server_shutdown") -> int:
-        """End every session still marked active (after a crash); returns how many."""
+    async def end_stale_sessions(
+        self, reason: str = "server_shutdown", *, only: Callable[[str], bool] | None = None
+    ) -> int:
+        """End every session still marked active (after a crash), or with ``only`` those
+        whose id it accepts (the sessions one worker of several would own); returns
+        how many."""
         async with self._session.begin() as s:
+            statement = update(SessionRow).where(SessionRow.status == "active")
+            if only is not None:
+                active = await s.scalars(select(SessionRow.id).where(SessionRow.status == "active"))
+                chosen = [session_id for session_id in active if only(session_id)]
+                if not chosen:
+                    return 0
+                statement = statement.where(SessionRow.id.in_(chosen))
             result = await s.execute(
-                update(SessionRow)
-                .where(SessionRow.status == "active")
-                .values(status="ended", ended_at=utcnow(), end_reason=reason)
-                .execution_options(synchronize_session=False)
+                statement.values(
+                    status="ended", ended_at=utcnow(), end_reason=reason
+                ).execution_options(synchronize_session=False)
             )
             return _rowcount(result)
 

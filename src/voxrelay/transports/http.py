@@ -21,9 +21,9 @@ from voxrelay.auth import Device, authenticate, bearer_token
 from voxrelay.config import SAMPLE_RATES
 from voxrelay.errors import ApiError, describe_validation, invalid, not_found
 from voxrelay.eventlog import ReplayGap, sse_frame
-from voxrelay.hub import ConversationBusy, SessionHub
-from voxrelay.providers.base import ProviderError, SessionOptions
-from voxrelay.session import Session, SessionEnded
+from voxrelay.hub import SessionHub
+from voxrelay.providers.base import SessionOptions
+from voxrelay.session import LiveSession, SessionEnded
 from voxrelay.store import ConversationSummary, Message, SessionRecord, Store
 from voxrelay.transports._sse import EventStreamResponse, Write
 
@@ -158,11 +158,11 @@ def _time(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def _session_json(session: Session | SessionRecord) -> dict[str, Any]:
-    if isinstance(session, Session):
-        rates = (session.input_rate, session.output_rate)
-    else:
+def _session_json(session: LiveSession | SessionRecord) -> dict[str, Any]:
+    if isinstance(session, SessionRecord):
         rates = (session.input_sample_rate, session.output_sample_rate)
+    else:
+        rates = (session.input_rate, session.output_rate)
     return {
         "id": session.id,
         "conversationId": session.conversation_id,
@@ -227,10 +227,10 @@ async def _owned_conversation(store: Store, conversation_id: str, user_id: str) 
 
 async def _live_session(
     store: Store, hub: SessionHub, conversation_id: str | None, user_id: str
-) -> Session:
+) -> LiveSession:
     if not conversation_id:
         raise invalid("conversationId is required")
-    session = hub.for_conversation(conversation_id)
+    session = await hub.find_for_conversation(conversation_id)
     if session is not None and session.user_id == user_id and session.active:
         logs.bind(conversation_id=session.conversation_id, session_id=session.id)
         return session
@@ -248,12 +248,12 @@ async def start_session(
     options: SessionOptions,
     *,
     join_active: bool,
-) -> tuple[Session, bool]:
+) -> tuple[LiveSession, bool]:
     """Start (or with ``join_active`` join) the session of a conversation,
     creating the conversation when it does not exist yet. Returns whether the
     session is new."""
     if conversation_id is None:
-        conversation_id = (await store.create_conversation(user_id)).id
+        conversation_id = (await store.create_conversation(user_id, hub.new_conversation_id())).id
     else:
         existing = await store.get_conversation(_check_id(conversation_id, "conversationId"))
         if existing is None:
@@ -265,28 +265,16 @@ async def start_session(
                 await _owned_conversation(store, conversation_id, user_id)
         elif existing.user_id != user_id:
             raise not_found("conversation")
-    before = hub.for_conversation(conversation_id)
-    try:
-        session = await hub.start(
-            user_id=user_id,
-            conversation_id=conversation_id,
-            input_rate=input_rate,
-            output_rate=output_rate,
-            options=options,
-            join_active=join_active,
-        )
-    except ConversationBusy:
-        raise ApiError(
-            409, "conversation_busy", "the conversation already has an active session"
-        ) from None
-    except ProviderError as error:
-        raise ApiError(502, "upstream_unavailable", str(error)) from None
-    except OSError as error:
-        raise ApiError(
-            502, "upstream_unavailable", f"the upstream is unreachable: {error}"
-        ) from None
+    session, is_new = await hub.start_anywhere(
+        user_id=user_id,
+        conversation_id=conversation_id,
+        input_rate=input_rate,
+        output_rate=output_rate,
+        options=options,
+        join_active=join_active,
+    )
     logs.bind(conversation_id=session.conversation_id, session_id=session.id)
-    return session, session is not before
+    return session, is_new
 
 
 # -- REST --------------------------------------------------------------------------------
@@ -322,7 +310,7 @@ async def get_session(
     session_id: str, device: DeviceDep, store: StoreDep, hub: HubDep
 ) -> dict[str, Any]:
     user_id = device.acting_user()
-    live = hub.get(session_id)
+    live = await hub.find(session_id)
     if live is not None and live.user_id == user_id:
         return {"session": _session_json(live)}
     record = await store.get_session(session_id)
@@ -377,7 +365,7 @@ async def delete_conversation(
     conversation_id: str, device: DeviceDep, store: StoreDep, hub: HubDep, userId: str | None = None
 ) -> Response:
     await _owned_conversation(store, conversation_id, device.acting_user(userId))
-    live = hub.for_conversation(conversation_id)
+    live = await hub.find_for_conversation(conversation_id)
     if live is not None:
         await live.end("client_end")
     await store.delete_conversation(conversation_id)
@@ -411,7 +399,7 @@ async def stream(
             raise invalid("Last-Event-ID must be an event id (an integer)")
         lastEventId = int(header)
     if sessionId is not None:
-        found = hub.get(sessionId)
+        found = await hub.find(sessionId)
         if found is None or found.user_id != user_id or not found.active:
             raise not_found("active session")
         if conversationId is not None and conversationId != found.conversation_id:
@@ -445,12 +433,13 @@ async def stream(
 
 
 async def _write_events(
-    session: Session, last_event_id: int | None, write: Write, *, fresh: bool
+    session: LiveSession, last_event_id: int | None, write: Write, *, fresh: bool
 ) -> None:
     """Project the session's log onto an SSE stream, from the right place."""
     log = session.log
     latency = metrics.DOWNSTREAM_LATENCY["sse"]
-    with session.attached(), metrics.ACTIVE_STREAMS.labels(transport="sse").track_inprogress():
+    streams = metrics.ACTIVE_STREAMS.labels(transport="sse")
+    with session.attached(reads="replays"), streams.track_inprogress():
         if last_event_id is not None:
             after = min(last_event_id, log.last_id)
         elif fresh:
@@ -526,7 +515,7 @@ async def upload(
     audio_in = metrics.AUDIO_IN["upload"]
     try:
         with (
-            session.attached(),
+            session.attached(reads="no_audio"),
             metrics.ACTIVE_STREAMS.labels(transport="upload").track_inprogress(),
         ):
             async for chunk in request.stream():
@@ -601,7 +590,7 @@ async def end(
     if not conversation_id:
         raise invalid("conversationId is required")
     user_id = device.acting_user(body.userId)
-    live = hub.for_conversation(conversation_id)
+    live = await hub.find_for_conversation(conversation_id)
     if live is not None and live.user_id == user_id:
         await live.end("client_end")
     else:

@@ -41,7 +41,7 @@ from voxrelay.errors import ApiError
 from voxrelay.eventlog import Event, ReplayGap
 from voxrelay.hub import SessionHub
 from voxrelay.providers.base import SessionOptions
-from voxrelay.session import Session, SessionEnded, new_item_id
+from voxrelay.session import Reads, Session, SessionEnded, new_item_id
 from voxrelay.store import Store
 from voxrelay.transports.http import start_session
 from voxrelay.transports.realtime_dialects import (
@@ -311,7 +311,7 @@ class _Link:
         """Start or join the conversation's session; on failure tell the client and close."""
         self._store, self._hub, self._user_id = store, hub, user_id
         try:
-            return await start_session(
+            session, fresh = await start_session(
                 store,
                 hub,
                 user_id,
@@ -322,21 +322,31 @@ class _Link:
                 join_active=True,
             )
         except ApiError as error:
-            if error.status == 404:
+            if error.code == "server_shutdown":
+                await self.refuse(1012, "server_shutdown", error.message)
+            elif error.status == 404:
                 await self.refuse(CLOSE_NOT_FOUND, "not_found", error.message)
             elif error.status < 500:
                 await self.refuse(CLOSE_INVALID, "invalid_request", error.message)
             else:
                 await self.refuse(1011, error.code, error.message)
+            return None
         except RuntimeError as error:  # the server is shutting down
             await self.refuse(1012, "server_shutdown", str(error))
-        return None
+            return None
+        if not isinstance(session, Session):
+            # The upgrade reached a worker that does not own the conversation, which
+            # the hand-off of connections prevents unless requests were pipelined.
+            await self.refuse(1013, "try_again", "the conversation is served elsewhere; reconnect")
+            return None
+        return session, fresh
 
     def attach(self, session: Session, fresh: bool) -> None:
         """Listen to ``session``: hold it active, follow its log (and raw events)."""
         assert self._mode is not None
         stack = contextlib.ExitStack()
-        stack.enter_context(session.attached())
+        reads: Reads = "all" if self._mode.follows_audio else "no_audio"
+        stack.enter_context(session.attached(reads=reads))
         self.session = session
         self._attachment = stack
         self._mode.attach(session, stack)

@@ -30,8 +30,9 @@ from voxrelay.config import SAMPLE_RATES
 from voxrelay.errors import ApiError
 from voxrelay.eventlog import ReplayGap
 from voxrelay.hub import SessionHub
-from voxrelay.session import Session, SessionEnded
+from voxrelay.session import LiveSession, SessionEnded
 from voxrelay.store import Store
+from voxrelay.workers.ownership import SINGLE, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _invalid(message: str) -> _RequestError:
 class _Joined:
     """One socket joined to one session: its listener slot and its forwarder."""
 
-    session: Session
+    session: LiveSession
     stack: contextlib.ExitStack
     task: asyncio.Task[None] | None = None
 
@@ -90,7 +91,7 @@ class _Link:
     requested_user: str | None
     joined: _Joined | None = None
     # The session this socket was in when that session ended, for clearer errors.
-    ended: Session | None = None
+    ended: LiveSession | None = None
     closed: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # What this socket's log lines are about (``extra=``).
@@ -224,7 +225,7 @@ class RealtimeNamespace:
         user_id = link.device.acting_user(
             user if isinstance(user, str) and user else link.requested_user
         )
-        session = self._hub.get(session_id)
+        session = await self._hub.find(session_id)
         # Another user's session, or one that has ended, looks like an unknown one.
         if session is None or session.user_id != user_id or not session.active:
             raise _RequestError("not_found", "session not found")
@@ -318,7 +319,7 @@ class RealtimeNamespace:
             await asyncio.wait({joined.task}, timeout=5)
         return {"conversationId": session.conversation_id, "status": "ended"}
 
-    def _session(self, link: _Link) -> Session:
+    def _session(self, link: _Link) -> LiveSession:
         if link.joined is None:
             if link.ended is not None:
                 raise _RequestError("no_active_session", "the session has ended")
@@ -414,7 +415,7 @@ def _payload(args: tuple[Any, ...], *, required: bool) -> dict[str, Any]:
     return data
 
 
-def _joined_json(session: Session) -> dict[str, Any]:
+def _joined_json(session: LiveSession) -> dict[str, Any]:
     return {
         "sessionId": session.id,
         "conversationId": session.conversation_id,
@@ -468,8 +469,10 @@ class _Json:
         return orjson.loads(text)
 
 
-def mount(app: FastAPI) -> socketio.AsyncServer:
-    """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server."""
+def mount(app: FastAPI, ownership: Ownership = SINGLE) -> socketio.AsyncServer:
+    """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
+    Engine.IO session ids are owned by this worker, so that a long-polling
+    client's requests are handed here whichever worker they reach."""
     # The maintainers' advice (python-engineio#142); it is process-wide.
     Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_POLL)
     sio = socketio.AsyncServer(
@@ -483,6 +486,8 @@ def mount(app: FastAPI) -> socketio.AsyncServer:
         namespaces=[NAMESPACE],
         json=_Json,
     )
+    if ownership.count > 1:
+        sio.eio.generate_id = lambda: ownership.new_id("")
     RealtimeNamespace(sio, app)
     _release_long_polls(sio)
     app.state.socketio = sio
