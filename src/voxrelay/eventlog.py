@@ -182,9 +182,10 @@ class Cursor:
             self.next_id = oldest
         last = log._last_id
         if self.next_id <= last:
-            start = self.next_id - oldest
-            for entry in islice(log._events, start, start + last - self.next_id + 1):
-                taken.append(Event(*entry))
+            # From the newer end: a live listener takes the last event or few of a log
+            # that may hold a minute of audio (a deque is walked from its nearer end).
+            newest = list(islice(reversed(log._events), last - self.next_id + 1))
+            taken.extend(Event(*entry) for entry in reversed(newest))
             self.next_id = last + 1
         return taken
 
