@@ -105,3 +105,19 @@ def test_what_the_log_keeps_is_not_tracked_by_the_garbage_collector() -> None:
     assert kept and not any(gc.is_tracked(entry) for entry in kept)
     event = log.get(1)
     assert event is not None and event.data == {"audio": "AAAA"}
+
+
+async def test_a_mirror_follows_the_ids_it_is_given_and_reports_a_gap() -> None:
+    source = log_with("a", "b", "c", "d")
+    mirror = EventLog(keep_seconds=60, max_bytes=1 << 20, last_id=1)
+    cursor = mirror.cursor(1)
+    for event_id in (2, 3):
+        event = source.get(event_id)
+        assert event is not None
+        mirror.copy_in(event.id, event.type, event.at, event.json)
+    assert [(e.id, e.data) for e in cursor.take() if isinstance(e, Event)] == [(2, {}), (3, {})]
+    late = mirror.cursor(3)
+    mirror.copy_in(6, "e", 0.0, b'{"x":1}')  # 4 and 5 never came
+    taken = late.take()
+    assert isinstance(taken[0], ReplayGap) and taken[0].resumed_at == 6
+    assert ids(taken[1:]) == [6]

@@ -110,12 +110,14 @@ class EventLog:
         return event
 
     def copy_in(self, id: int, type: str, at: float, json: bytes) -> None:
-        """Append an event of another log, by its own id: the next one in order
-        (a log that mirrors a session living in another worker)."""
+        """Append an event of another log, by its own id (a log that mirrors a session
+        living in another worker). After a gap in the ids, only what follows it is
+        kept: a reader from before the gap is told with a ``ReplayGap``."""
         if self._closed:
             return
         if id != self._last_id + 1:
-            raise ValueError(f"event {id} does not follow {self._last_id}")
+            self._events.clear()
+            self._bytes = 0
         self._add((id, type, at, json))
 
     def _add(self, entry: _Entry) -> None:
