@@ -100,26 +100,20 @@ class SessionHub:
         """``start`` in the worker that owns the conversation; returns the session and
         whether it is new. Failures are ``ApiError``s (see ``start_failure``), or a
         ``RuntimeError`` while this worker shuts down."""
+        request: dict[str, Any] = {
+            "user_id": user_id,
+            "conversation_id": conversation_id,
+            "input_rate": input_rate,
+            "output_rate": output_rate,
+            "options": options,
+            "join_active": join_active,
+        }
         if self.peers is not None and not self.ownership.owns(conversation_id):
-            return await self.peers.start_session(
-                self.ownership.owner(conversation_id),
-                user_id=user_id,
-                conversation_id=conversation_id,
-                input_rate=input_rate,
-                output_rate=output_rate,
-                options=options,
-                join_active=join_active,
-            )
+            owner = self.ownership.owner(conversation_id)
+            return await self.peers.start_session(owner, **request)
         before = self._by_conversation.get(conversation_id)
         try:
-            session = await self.start(
-                user_id=user_id,
-                conversation_id=conversation_id,
-                input_rate=input_rate,
-                output_rate=output_rate,
-                options=options,
-                join_active=join_active,
-            )
+            session = await self.start(**request)
         except Exception as error:
             failure = start_failure(error)
             if failure is None:
