@@ -627,6 +627,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
                 label=f"{transport} p50",
             )
         ax.axhline(TARGET_P99_MS, color="grey", linewidth=0.8)
+        # Milliseconds and, past saturation, seconds on one readable axis.
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(bottom=0)  # a difference of noise can dip below 0; the JSON keeps it
         ax.set_title(f"relay-added latency, {direction}")
         ax.set_xlabel("concurrent sessions")
         ax.set_ylabel("ms")
