@@ -618,6 +618,9 @@ class SocketIOClient(Client):
     goes up as binary events (a placeholder packet, then the attachment)."""
 
     ENCODING = "pcm"
+    # Whether the connection names the session it joins (``?sessionId=``), which
+    # opens the socket in the session's worker when the server runs several.
+    NAMES_SESSION = False
 
     def __init__(self, url: str, token: str, tag: str) -> None:
         self.trace = Trace(tag)
@@ -638,6 +641,8 @@ class SocketIOClient(Client):
             raise RuntimeError(f"POST /realtime/session: HTTP {status} {body[:200]!r}")
         session = orjson.loads(body)["session"]
         target = self._url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+        if self.NAMES_SESSION:
+            target += "&sessionId=" + session["id"]
         trace = self.trace
         self._transport, listener = await ws_connect(
             lambda: _SocketIOListener(trace), target, websocket_handshake_timeout=60
@@ -749,8 +754,15 @@ class RealtimeClient(Client):
         await _disconnect(self._transport)
 
 
+class SocketIONamingClient(SocketIOClient):
+    """Socket.IO whose connection names its session (``?sessionId=``)."""
+
+    NAMES_SESSION = True
+
+
 CLIENTS: dict[str, type[Client]] = {
     "http": HttpClient,
     "socketio": SocketIOClient,
+    "socketio-sid": SocketIONamingClient,
     "ws": RealtimeClient,
 }

@@ -583,7 +583,7 @@ def measure_idle_memory(processes: Processes, n: int) -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'transport':9} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
+        f"{'transport':12} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
         f"{'down p50/p99/max added ms':>27} | {'cpu s/sess-min':>14} {'cores':>5} | "
         f"{'harness us/chunk':>16}",
     ]
@@ -592,7 +592,7 @@ def table(results: list[dict[str, Any]]) -> str:
         steady = r["steady_cpu"]
         harness = steady["harness"]["relay"]
         lines.append(
-            f"{r['transport']:9} {r['sessions']:>4} {r['delivered']:>6.3f} | "
+            f"{r['transport']:12} {r['sessions']:>4} {r['delivered']:>6.3f} | "
             f"{up['p50']:>7.2f} {up['p99']:>8.2f} {up['max']:>9.2f} | "
             f"{down['p50']:>7.2f} {down['p99']:>9.2f} {down['max']:>9.2f} | "
             f"{r['cpu_seconds_per_session_minute']:>14.3f} {steady['server_cores']:>5.2f} | "

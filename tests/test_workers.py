@@ -152,6 +152,9 @@ def test_the_request_line_names_what_decides_the_worker() -> None:
     for target in (b"/realtime/stream", b"/v1/realtime?model=x", b"/conversations", b"/healthz"):
         assert route_key(target) is None
     assert route_key(b"/socket.io/?EIO=4&transport=websocket") is None
+    # A socket may say which session it will join, so that it opens at its owner.
+    assert route_key(b"/socket.io/?EIO=4&transport=websocket&sessionId=sess_8") == "sess_8"
+    assert route_key(b"/socket.io/?EIO=4&transport=polling&sid=abc&sessionId=sess_8") == "abc"
 
 
 # -- the transports, across workers ----------------------------------------------------------

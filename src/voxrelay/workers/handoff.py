@@ -43,8 +43,11 @@ _BY_QUERY = {
     b"/realtime/interrupt": ("conversationId",),
     b"/realtime/end": ("conversationId",),
     b"/v1/realtime": ("conversationId",),
-    b"/socket.io/": ("sid",),
-    b"/socket.io": ("sid",),
+    # An Engine.IO socket's own id; before it has one, the session a client says it
+    # will join (an optional ``sessionId`` in the connection's query, so that the
+    # socket opens in the worker of its session).
+    b"/socket.io/": ("sid", "sessionId"),
+    b"/socket.io": ("sid", "sessionId"),
 }
 # Routes whose path ends with the id.
 _BY_PATH = (b"/realtime/session/", b"/conversations/")
