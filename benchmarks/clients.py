@@ -34,6 +34,7 @@ import orjson
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 from voxrelay.audio import StreamResampler
+from voxrelay.ws_messages import WholeMessages
 
 RATE_IN = 16000
 RATE_OUT = 24000
@@ -42,7 +43,6 @@ PERIOD = 0.02
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
-_CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 _QUOTE = ord('"')
 _PAD = ord("=")
@@ -549,25 +549,16 @@ class _Listener(WSListener):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.transport: WSTransport | None = None
-        self.parts: list[bytes] | None = None
+        self.messages = WholeMessages()
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
-        kind = frame.msg_type
-        if kind is _TEXT or kind is _BINARY:
-            if frame.fin:
-                self.on_message(frame.get_payload_as_bytes())
-            else:
-                self.parts = [frame.get_payload_as_bytes()]
-        elif kind is _CONTINUATION:
-            if self.parts is not None:
-                self.parts.append(frame.get_payload_as_bytes())
-                if frame.fin:
-                    parts, self.parts = self.parts, None
-                    self.on_message(b"".join(parts))
-        elif kind is _CLOSE:
+        message = self.messages.add(frame)
+        if message is not None:
+            self.on_message(message)
+        elif frame.msg_type is _CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 

@@ -32,6 +32,8 @@ from typing import Any
 import orjson
 from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
+from voxrelay.ws_messages import WholeMessages
+
 
 class Series:
     """(time, cumulative bytes) pairs, held flat in one array of doubles (exact
@@ -59,8 +61,6 @@ _APPENDS = (
     b'{"type": "input_audio_buffer.append", "audio": "',
 )
 _TEXT = WSMsgType.TEXT
-_BINARY = WSMsgType.BINARY
-_CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 _COMMIT_AUDIO = binascii.b2a_base64(b"\x01\x00" * 480, newline=False)
 _APPEND = _APPENDS[0]
@@ -128,7 +128,7 @@ class Echo(WSListener):  # type: ignore[misc]
         self.response = False
         # What follows the event id in each delta of the current response.
         self.delta_ids = b""
-        self.parts: list[bytes] | None = None
+        self.messages = WholeMessages()
         self._bind("untagged")
 
     def _bind(self, tag: str) -> None:
@@ -180,19 +180,10 @@ class Echo(WSListener):  # type: ignore[misc]
             self.on_other(transport, frame, now)
 
     def on_other(self, transport: WSTransport, frame: Any, now: float) -> None:
-        kind = frame.msg_type
-        if kind is _TEXT or kind is _BINARY:
-            if frame.fin:
-                self.on_message(frame.get_payload_as_bytes(), now)
-            else:
-                self.parts = [frame.get_payload_as_bytes()]
-        elif kind is _CONTINUATION:
-            if self.parts is not None:
-                self.parts.append(frame.get_payload_as_bytes())
-                if frame.fin:
-                    parts, self.parts = self.parts, None
-                    self.on_message(b"".join(parts), now)
-        elif kind is _CLOSE:
+        message = self.messages.add(frame)
+        if message is not None:
+            self.on_message(message, now)
+        elif frame.msg_type is _CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 

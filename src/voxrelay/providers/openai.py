@@ -44,6 +44,7 @@ from voxrelay.events import (
     TranscriptDone,
 )
 from voxrelay.providers.base import EmitModelEvent, HistoryMessage, ProviderError, SessionOptions
+from voxrelay.ws_messages import WholeMessages
 
 log = logging.getLogger(__name__)
 
@@ -308,14 +309,14 @@ class RealtimeProvider:
 
 
 class _Link(WSListener):
-    """The picows side of one upstream link: frames in (reassembled when fragmented),
-    bytes out, the close handshake and write flow control."""
+    """The picows side of one upstream link: whole messages in, bytes out, the close
+    handshake and write flow control."""
 
     def __init__(self, provider: RealtimeProvider, first: asyncio.Future[bytes]) -> None:
         self._provider = provider
         self._first: asyncio.Future[bytes] | None = first
         self._transport: WSTransport | None = None
-        self._parts: list[bytes] | None = None
+        self._messages = WholeMessages()
         self._open = False
         self._early: list[bytes] = []  # messages after the first, before the provider is open
         self._peer_close: int | None = None
@@ -336,19 +337,10 @@ class _Link(WSListener):
             loop.call_soon(self._provider._on_closed, self._peer_close)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type
-        if kind == WSMsgType.TEXT or kind == WSMsgType.BINARY:
-            if frame.fin:
-                self._deliver(frame.get_payload_as_bytes())
-            else:
-                self._parts = [frame.get_payload_as_bytes()]
-        elif kind == WSMsgType.CONTINUATION:
-            if self._parts is not None:
-                self._parts.append(frame.get_payload_as_bytes())
-                if frame.fin:
-                    parts, self._parts = self._parts, None
-                    self._deliver(b"".join(parts))
-        elif kind == WSMsgType.CLOSE:
+        message = self._messages.add(frame)
+        if message is not None:
+            self._deliver(message)
+        elif frame.msg_type is WSMsgType.CLOSE:
             self._peer_close = int(frame.get_close_code().value)
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code())
