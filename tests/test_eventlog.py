@@ -77,11 +77,14 @@ async def test_a_cursor_that_skips_audio_wakes_for_the_next_other_event_only() -
     ]
 
 
-async def test_follow_yields_every_event_until_the_log_closes() -> None:
+async def test_a_reader_gets_every_event_until_the_log_closes() -> None:
     log = log_with("a", "b")
 
     async def read() -> list[int | str]:
-        return ids([item async for item in log.follow(0)])
+        cursor, taken = log.cursor(0), []
+        while await cursor.wait():
+            taken += cursor.take()
+        return ids(taken)
 
     reading = asyncio.create_task(read())
     await asyncio.sleep(0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -145,13 +144,6 @@ class EventLog:
     def cursor(self, after: int) -> Cursor:
         """A reader of every event with an id above ``after``, then each new one."""
         return Cursor(self, after + 1)
-
-    async def follow(self, after: int) -> AsyncIterator[Event | ReplayGap]:
-        """Every event with an id above ``after``, then each new one as it comes."""
-        cursor = self.cursor(after)
-        while await cursor.wait():
-            for item in cursor.take():
-                yield item
 
     def _trim(self, now: float) -> None:
         events = self._events
