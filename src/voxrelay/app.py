@@ -44,7 +44,7 @@ def create_app(
         # One worker of several tidies only the sessions it would own: every id has one
         # owner, and the others may already be serving theirs.
         stale = await store.end_stale_sessions(
-            "server_shutdown", only=worker.ownership.owns if worker is not None else None
+            "server_shutdown", only=ownership.owns if worker is not None else None
         )
         if stale:
             log.info("marked %d sessions of an earlier run as ended", stale)

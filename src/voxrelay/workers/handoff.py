@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -85,8 +86,6 @@ class Handoff:
         self._senders: dict[int, socket.socket] = {}
         self._listener: socket.socket | None = None
         self._receivers: set[socket.socket] = set()
-        self.handed_off = 0
-        self.adopted = 0
 
     def owner_for(self, request_line: bytes) -> int | None:
         """The worker that should serve this request, when it is not this one."""
@@ -117,12 +116,11 @@ class Handoff:
             if broken is not None:
                 broken.close()
             return False
-        self.handed_off += 1
         return True
 
     # -- receiving ---
 
-    def listen(self, adopt: Any) -> None:
+    def listen(self, adopt: Callable[[socket.socket, bytes], None]) -> None:
         """Accept connections handed here; ``adopt(sock, data)`` takes each one."""
         path = handoff_path(self._rundir, self.ownership.index)
         path.unlink(missing_ok=True)
@@ -158,7 +156,6 @@ class Handoff:
                 for fd in fds[1:]:
                     os.close(fd)
                 if fds:
-                    self.adopted += 1
                     adopt(socket.socket(fileno=fds[0]), data)
 
         loop.add_reader(listener.fileno(), accept)

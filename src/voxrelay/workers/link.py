@@ -213,8 +213,9 @@ class _Served:
                 found = hub.get(str(header["session"]))
             else:
                 found = hub.for_conversation(str(header["conversation"]))
-            live = found is not None and found.active
-            return {"session": describe(found) if found is not None and live else None}
+            if found is None or not found.active:
+                return {"session": None}
+            return {"session": describe(found)}
         if op == "metrics":
             return {"text": metrics.generate().decode()}
         if op == "start":
