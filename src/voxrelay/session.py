@@ -116,6 +116,10 @@ class LiveSession(Protocol):
 
     async def end(self, reason: EndReason) -> None: ...
 
+    async def end_if_last(self, reason: EndReason) -> bool: ...
+
+    def can_restart(self) -> bool: ...
+
 
 def new_item_id() -> str:
     return "item_" + secrets.token_hex(12)
@@ -237,6 +241,20 @@ class Session:
 
     async def wait_ended(self) -> None:
         await self._ended.wait()
+
+    async def end_if_last(self, reason: EndReason) -> bool:
+        """End the session when the caller is its only listener (a client that closes
+        its connection is done with the conversation, unless somebody else still
+        listens); returns whether it ended."""
+        if not self.active or self.listeners > 1:
+            return False
+        await self.end(reason)
+        return True
+
+    def can_restart(self) -> bool:
+        """Whether the session may still be replaced by one with other settings: it is
+        active, has said nothing beyond its opening event, and nobody else listens."""
+        return self.active and self.listeners <= 1 and self.log.last_id <= 1
 
     async def _end(self, reason: EndReason) -> None:
         # From here on requests are refused and model events dropped.

@@ -422,14 +422,9 @@ class _Link:
             if reader.done():
                 code = reader.result()  # re-raises what broke the reader
                 current = self.session
-                if (
-                    code in CLIENT_DONE
-                    and current is not None
-                    and current.active
-                    and current.listeners <= 1
-                ):
+                if code in CLIENT_DONE and current is not None:
                     # An SDK client closing its connection is done with the conversation.
-                    await current.end("client_end")
+                    await current.end_if_last("client_end")
         finally:
             for task in (reader, sender):
                 task.cancel()
@@ -939,13 +934,7 @@ class _Speaker:
     def _can_restart(self, session: Session) -> bool:
         """Settings that a provider takes when it opens can still change while the
         session this connection started has heard nothing and nobody else listens."""
-        return (
-            self.fresh
-            and not self.touched
-            and session.active
-            and session.listeners <= 1
-            and session.log.last_id <= 1
-        )
+        return self.fresh and not self.touched and session.can_restart()
 
     async def _create_item(self, event: dict[str, Any]) -> None:
         item = event.get("item")

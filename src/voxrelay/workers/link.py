@@ -179,7 +179,7 @@ class _Served:
 
     def _on_frame(self, header: Header, payload: bytes) -> None:
         op = header.get("op")
-        if op in ("audio", "commit", "text", "interrupt", "end"):
+        if op in ("audio", "commit", "text", "interrupt", "end", "end_if_last"):
             self._ordered.append((header, payload))
             if self._ordering is None or self._ordering.done():
                 self._ordering = asyncio.get_running_loop().create_task(self._apply_in_order())
@@ -254,6 +254,8 @@ class _Served:
                 elif op == "interrupt":
                     played = header.get("playedMs")
                     await session.interrupt(None if played is None else int(played))
+                elif op == "end_if_last":
+                    result = await session.end_if_last(header.get("reason") or "client_end")
                 else:
                     reason: EndReason = header.get("reason") or "client_end"
                     await session.end(reason)
@@ -395,6 +397,15 @@ class RemoteSession:
         with contextlib.suppress(SessionEnded):
             await self._ask({"op": "end", "reason": reason})
         self.lost(reason)
+
+    async def end_if_last(self, reason: EndReason) -> bool:
+        if not self.active or self.listeners > 1:
+            return False
+        # The owner counts this worker's follow of the log as one listener.
+        return bool(await self._ask({"op": "end_if_last", "reason": reason}))
+
+    def can_restart(self) -> bool:
+        return False  # settings chosen at opening stay with the owner's session
 
     async def _ask(self, header: Header) -> Any:
         if not self.active:
