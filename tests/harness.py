@@ -15,9 +15,9 @@ from fastapi import FastAPI
 
 from voxrelay.app import create_app
 from voxrelay.config import Settings
-from voxrelay.hub import SessionHub
 from voxrelay.providers.base import Provider
 from voxrelay.server import Server, make_server
+from voxrelay.sessions import Registry
 from voxrelay.store import Store
 
 T = TypeVar("T")
@@ -44,9 +44,9 @@ class RunningServer:
     loop: asyncio.AbstractEventLoop
 
     @property
-    def hub(self) -> SessionHub:
-        hub: SessionHub = self.app.state.hub
-        return hub
+    def registry(self) -> Registry:
+        registry: Registry = self.app.state.registry
+        return registry
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 10) -> T:
         """Run a coroutine on the server's own event loop and wait for it."""

@@ -1,5 +1,5 @@
 """The ASGI application: routes, error handling and the lifetime of the
-store and the session hub."""
+store, the session registry and the directory transports find sessions through."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from fastapi.responses import JSONResponse, Response
 from voxrelay import __version__, metrics
 from voxrelay.config import Settings
 from voxrelay.errors import error_body, install_error_handlers
-from voxrelay.hub import SessionHub
 from voxrelay.providers import provider_factory, warm_up
 from voxrelay.providers.base import Provider
+from voxrelay.sessions import ONLY_HERE, Directory, Elsewhere, Registry
 from voxrelay.store import Store
+from voxrelay.store.ids import SESSION_PREFIX
 from voxrelay.transports import http, openai_ws, socketio
 from voxrelay.workers import Worker
 from voxrelay.workers.link import Peers
@@ -55,23 +56,26 @@ def create_app(
             redis = Redis.from_url(settings.redis_url)
         if make_provider is None:
             warm_up(settings)
-        hub = SessionHub(store, settings, factory, ownership)
+        registry = Registry(store, settings, factory, lambda: ownership.new_id(SESSION_PREFIX))
         peers = None
+        elsewhere: Elsewhere = ONLY_HERE
         if worker is not None:
-            peers = Peers(
+            peers = elsewhere = Peers(
                 ownership,
                 worker.rundir,
-                hub,
+                registry,
                 log_keep_seconds=max(settings.grace_seconds, 1.0),
                 log_max_bytes=settings.replay_max_bytes,
             )
-            await peers.start()
-            hub.peers = peers
-        app.state.store, app.state.hub, app.state.redis = store, hub, redis
+            await peers.listen()
+        app.state.store, app.state.registry, app.state.redis = store, registry, redis
+        app.state.directory = Directory(store, registry, elsewhere)
+        app.state.peers = peers
+        http.serve_uploads(app.state.directory, registry)
         try:
             yield
         finally:
-            await hub.end_all("server_shutdown")
+            await registry.end_all("server_shutdown")
             if peers is not None:
                 await peers.close()
             if redis is not None:
@@ -117,7 +121,7 @@ def create_app(
 
     @app.get("/metrics", tags=["operations"])
     async def prometheus(request: Request) -> Response:
-        peers = request.app.state.hub.peers
+        peers = request.app.state.peers
         if peers is None:
             body = metrics.generate()
         else:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from voxrelay.errors import ApiError
+from voxrelay.exceptions import Unauthorized
 from voxrelay.store import Store
 
 
@@ -39,10 +39,8 @@ def bearer_token(connection: HTTPConnection, *, allow_query: bool = False) -> st
 
 async def authenticate(store: Store, token: str | None) -> Device:
     if not token:
-        raise ApiError(
-            401, "unauthorized", "a device token is required (Authorization: Bearer ...)"
-        )
+        raise Unauthorized("a device token is required (Authorization: Bearer ...)")
     record = await store.authenticate(token)
     if record is None:
-        raise ApiError(401, "unauthorized", "the device token is unknown or revoked")
+        raise Unauthorized("the device token is unknown or revoked")
     return Device(record.device, record.user_id)

@@ -1,4 +1,6 @@
-"""Every 4xx/5xx answers JSON: ``{"error": {"code", "message"}}``, never a trace."""
+"""Every 4xx/5xx answers JSON: ``{"error": {"code", "message"}}``, never a trace.
+
+The one place the core's errors (``exceptions``) become HTTP statuses."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from voxrelay import exceptions
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +32,33 @@ _CODES = {
 
 
 class ApiError(Exception):
+    """An HTTP answer a route chooses itself (a body too large, the wrong content type)."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+
+
+_STATUS: dict[type[exceptions.VoxrelayError], int] = {
+    exceptions.Unauthorized: 401,
+    exceptions.InvalidRequest: 400,
+    exceptions.NotFound: 404,
+    exceptions.ConversationBusy: 409,
+    exceptions.NoActiveSession: 409,
+    exceptions.ServerClosing: 503,
+    exceptions.UpstreamUnavailable: 502,
+    exceptions.OwnerUnavailable: 503,
+}
+
+
+def http_status(error: exceptions.VoxrelayError) -> int:
+    for kind in type(error).__mro__:
+        status = _STATUS.get(kind)
+        if status is not None:
+            return status
+    return 500
 
 
 def not_found(what: str = "resource") -> ApiError:
@@ -57,6 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ApiError)
         return error_response(exc.status, exc.code, exc.message)
 
+    async def core_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, exceptions.VoxrelayError)
+        return error_response(http_status(exc), exc.code, exc.message)
+
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _CODES.get(exc.status_code, "error")
@@ -72,6 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "the server failed to answer this request")
 
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(exceptions.VoxrelayError, core_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected)

@@ -77,7 +77,7 @@ class Server(uvicorn.Server):
 
     def _end_sessions_then_exit(self, sig: int, frame: FrameType | None) -> None:
         app = self.config.app
-        if not isinstance(app, FastAPI) or getattr(app.state, "hub", None) is None:
+        if not isinstance(app, FastAPI) or getattr(app.state, "registry", None) is None:
             self.should_exit = True
             return
         ending = asyncio.get_running_loop().create_task(_end_everything(app))
@@ -99,7 +99,7 @@ async def _end_everything(app: FastAPI) -> None:
     """End every session (each listener gets ``conversation_ended``), then drop
     Socket.IO clients, whose long-polling requests would otherwise hold the
     shutdown open until uvicorn's timeout."""
-    await app.state.hub.end_all("server_shutdown")
+    await app.state.registry.end_all("server_shutdown")
     sio = getattr(app.state, "socketio", None)
     if sio is not None:
         with contextlib.suppress(Exception):

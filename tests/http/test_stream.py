@@ -382,5 +382,5 @@ async def test_a_broken_audio_delta_is_dropped_and_the_answer_goes_on(launch) ->
         audio = [e for e in reader.events if e.type == "audio"]
         assert audio and all(e.data["responseId"] == done.data["responseId"] for e in audio)
         assert b"".join(base64.b64decode(e.data["audio"]) for e in audio)
-        assert server.hub.for_conversation(conversation_id) is not None
-        assert server.hub.for_conversation(conversation_id).active  # type: ignore[union-attr]
+        assert server.registry.for_conversation(conversation_id) is not None
+        assert server.registry.for_conversation(conversation_id).active  # type: ignore[union-attr]

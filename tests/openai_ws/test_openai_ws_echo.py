@@ -73,7 +73,7 @@ async def test_text_turn(server: RunningServer, client_dialect: str) -> None:
         assert done["status"] == "completed"
         assert done["output"][0]["role"] == "assistant"
     assert conversation.problems == []
-    await wait_until(lambda: server.hub.for_conversation(cid) is None)
+    await wait_until(lambda: server.registry.for_conversation(cid) is None)
     assert await stored_messages(server, token, cid, 2) == [
         ("user", "hello there"),
         ("assistant", "You said: hello there"),
@@ -147,7 +147,7 @@ async def test_settings_apply_and_a_manual_turn(server: RunningServer, client_di
             assert session["audio"]["input"]["transcription"]["language"] == "en"
         # The session restarted in manual mode, same conversation.
         assert conversation_id(conversation) == cid
-        live = server.hub.for_conversation(cid)
+        live = server.registry.for_conversation(cid)
         assert live is not None and live.turn_detection == "manual"
 
         await conversation.append_audio(speech_24k())
@@ -247,14 +247,14 @@ async def test_client_close_ends_at_once_but_a_lost_link_waits(server: RunningSe
     async with connect(server, token) as conversation:
         await conversation.until("conversation.created")
         ended = conversation_id(conversation)
-    await wait_until(lambda: server.hub.for_conversation(ended) is None)
+    await wait_until(lambda: server.registry.for_conversation(ended) is None)
 
     async with connect(server, token) as conversation:
         await conversation.until("conversation.created")
         dropped = conversation_id(conversation)
         conversation.raw.transport.abort()  # no close frame
         await asyncio.sleep(0.3)
-        session = server.hub.for_conversation(dropped)
+        session = server.registry.for_conversation(dropped)
         assert session is not None and session.active  # within the grace period
         with pytest.raises(ConnectionClosed):
             await conversation.next(timeout=1)
@@ -263,7 +263,7 @@ async def test_client_close_ends_at_once_but_a_lost_link_waits(server: RunningSe
     async with connect(server, token, conversationId=dropped) as again:
         await again.until("conversation.created")
         assert conversation_id(again) == dropped
-        assert server.hub.for_conversation(dropped) is session
+        assert server.registry.for_conversation(dropped) is session
     assert again.problems == []
 
 
@@ -297,6 +297,6 @@ async def test_sse_listener_and_websocket_share_the_conversation(server: Running
         assert conversation.problems == []
         # The watch still listens: the conversation goes on.
         await asyncio.sleep(0.2)
-        session = server.hub.for_conversation(cid)
+        session = server.registry.for_conversation(cid)
         assert session is not None and session.active
         await reader.close()

@@ -122,7 +122,7 @@ async def test_text_turn_with_settings_passed_through(
 
     assert conversation.problems == []
     # The client closed: the conversation ends at once, its turns stored.
-    await wait_until(lambda: relay.hub.for_conversation(cid) is None)
+    await wait_until(lambda: relay.registry.for_conversation(cid) is None)
     assert await stored_messages(relay, token, cid, 2) == [
         ("user", "my name is Dana"),
         ("assistant", fake.reply("my name is Dana")),
@@ -174,7 +174,7 @@ async def test_resuming_a_conversation_sends_its_history_upstream(
         await first.conn.response.create()
         await first.until("response.done")
     await stored_messages(relay, token, cid, 2)
-    await wait_until(lambda: relay.hub.for_conversation(cid) is None)
+    await wait_until(lambda: relay.registry.for_conversation(cid) is None)
 
     async with connect(relay, token, conversationId=cid) as again:
         await again.until("conversation.created")
@@ -219,7 +219,7 @@ async def test_other_listeners_see_normalized_events(
             assert reader.of_type("audio")
         # The watch still listens after the SDK client closed: the session lives on.
         await asyncio.sleep(0.2)
-        session = relay.hub.for_conversation(cid)
+        session = relay.registry.for_conversation(cid)
         assert session is not None and session.active
         assert not reader.closed
         await reader.close()
@@ -232,7 +232,7 @@ async def test_answer_audio_is_logged_only_while_a_listener_reads_it(
     token = await relay.token()
 
     def logged_types(cid: str) -> list[str]:
-        session = relay.hub.for_conversation(cid)
+        session = relay.registry.for_conversation(cid)
         assert session is not None
         cursor = session.log.cursor(0)
         return [item.type for item in cursor.take() if not isinstance(item, ReplayGap)]
@@ -359,4 +359,4 @@ async def test_upstream_failure_sends_error_then_closes_1011(
             await conversation.next()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert conversation.problems == []
-    assert relay.hub.for_conversation(cid) is None
+    assert relay.registry.for_conversation(cid) is None

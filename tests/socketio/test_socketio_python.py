@@ -486,7 +486,7 @@ async def test_two_sockets_hear_the_same_answer(
     await tablet.connect(server.url, await server.token("tablet", "alice"))
     await tablet.join(created["id"])
     assert _gauge("voxrelay_active_streams", transport="socketio") == streams + 2
-    assert server.hub.get(created["id"]).listeners == 2  # type: ignore[union-attr]
+    assert server.registry.get(created["id"]).listeners == 2  # type: ignore[union-attr]
     phone_mark, tablet_mark = len(phone.events), len(tablet.events)
     assert tablet.names() == ["connected", "session-joined"]
     await phone.call("text-message", {"text": "second turn"})
@@ -496,7 +496,7 @@ async def test_two_sockets_hear_the_same_answer(
     assert tablet.of("ai-audio")
     await tablet.close()
     await asyncio.sleep(0.2)
-    assert server.hub.get(created["id"]).listeners == 1  # type: ignore[union-attr]
+    assert server.registry.get(created["id"]).listeners == 1  # type: ignore[union-attr]
     assert _gauge("voxrelay_active_streams", transport="socketio") == streams + 1
 
 
@@ -507,13 +507,13 @@ async def test_joining_another_session_leaves_the_first(
     second = await client.create_session()
     sock = await socks("websocket").connect(server.url, await server.token())
     await sock.join(first["id"])
-    assert server.hub.get(first["id"]).listeners == 1  # type: ignore[union-attr]
+    assert server.registry.get(first["id"]).listeners == 1  # type: ignore[union-attr]
     await sock.join(second["id"])
-    assert server.hub.get(first["id"]).listeners == 0  # type: ignore[union-attr]
-    assert server.hub.get(second["id"]).listeners == 1  # type: ignore[union-attr]
+    assert server.registry.get(first["id"]).listeners == 0  # type: ignore[union-attr]
+    assert server.registry.get(second["id"]).listeners == 1  # type: ignore[union-attr]
     # Joining the same session again is harmless: one listener, one stream of events.
     await sock.join(second["id"])
-    assert server.hub.get(second["id"]).listeners == 1  # type: ignore[union-attr]
+    assert server.registry.get(second["id"]).listeners == 1  # type: ignore[union-attr]
     mark = len(sock.events)
     await client.text(first["conversationId"], "to the first")
     ack = await sock.call("text-message", {"text": "to the second"})
@@ -547,11 +547,11 @@ async def test_a_dropped_socket_does_not_end_the_session_before_the_grace_period
         await back.close()
         for _ in range(50):
             session = await client.get_session(created["id"])
-            if session["status"] == "ended" and server.hub.get(created["id"]) is None:
+            if session["status"] == "ended" and server.registry.get(created["id"]) is None:
                 break
             await asyncio.sleep(0.1)
         assert session["status"] == "ended"
-        assert server.hub.get(created["id"]) is None
+        assert server.registry.get(created["id"]) is None
         messages = (await client.conversation(created["conversationId"]))["messages"]
         assert [m["text"] for m in messages] == ["back again", "You said: back again"]
 

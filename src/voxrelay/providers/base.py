@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from voxrelay.events import ModelEvent, Role
 
@@ -70,3 +71,28 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# An upstream event, parsed and as it came (UTF-8 JSON).
+RawListener = Callable[[dict[str, Any], bytes], None]
+
+
+@runtime_checkable
+class RawProvider(Provider, Protocol):
+    """A provider that speaks the OpenAI Realtime protocol upstream (openai, azure) and
+    lends its own events to the OpenAI-compatible WebSocket's pass-through.
+
+    ``dialect`` (``"ga"`` or ``"beta"``) says which names and shapes it uses;
+    ``raw_session`` is the upstream's latest session object (``session.created`` /
+    ``session.updated``), ``raw_session_settled`` true once the upstream has answered the
+    server's own ``session.update``; ``raw_events`` subscribes to every upstream event
+    while its block runs; ``send_raw`` sends one as it is."""
+
+    dialect: str
+    transcription_model: str
+    raw_session: dict[str, Any] | None
+    raw_session_settled: bool
+
+    def raw_events(self, listener: RawListener) -> contextlib.AbstractContextManager[None]: ...
+
+    async def send_raw(self, event: Mapping[str, Any]) -> None: ...

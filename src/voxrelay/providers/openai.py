@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -43,14 +44,18 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
-from voxrelay.providers.base import EmitModelEvent, HistoryMessage, ProviderError, SessionOptions
+from voxrelay.providers.base import (
+    EmitModelEvent,
+    HistoryMessage,
+    ProviderError,
+    RawListener,
+    SessionOptions,
+)
 from voxrelay.ws_messages import WholeMessages
 
 log = logging.getLogger(__name__)
 
 Dialect = Literal["ga", "beta"]
-# An upstream event, parsed and as it came (UTF-8 JSON).
-RawListener = Callable[[dict[str, Any], bytes], None]
 
 SAMPLE_RATE = 24000
 # Older (api-version) Azure deployments reliably offer whisper-1 for input transcription.
@@ -74,8 +79,9 @@ _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 class RealtimeProvider:
     """One live link to an OpenAI-protocol realtime model (see ``Provider``).
 
-    ``on_raw``, when set, sees every upstream event (parsed, and as it came) before it is mapped,
-    for transports that pass the upstream's own events through. Sends after the link
+    ``on_raw``, when set, and every listener of ``raw_events`` see every upstream event
+    (parsed, and as it came) before it is mapped, for transports that pass the upstream's
+    own events through (see ``RawProvider``). Sends after the link
     has dropped are ignored: the loss is reported once, as a fatal ``ModelError``.
 
     The link runs on picows: each upstream frame is handled in the callback that
@@ -102,6 +108,9 @@ class RealtimeProvider:
         self.dialect: Dialect = dialect
         self.name = name
         self.on_raw = on_raw
+        self.raw_session: dict[str, Any] | None = None
+        self.raw_session_settled = False
+        self._raw_listeners: list[RawListener] = []
         self.transcription_model = transcription_model or _TRANSCRIBE_MODEL[dialect]
         self._headers = dict(headers)
         self._open_timeout = open_timeout
@@ -156,8 +165,8 @@ class RealtimeProvider:
         except (TimeoutError, ConnectionError, ValueError) as exc:
             transport.disconnect()
             raise ProviderError(f"{where} did not start a session: {type(exc).__name__}") from None
-        if self.on_raw is not None and isinstance(event, dict):
-            self.on_raw(event, message)
+        if isinstance(event, dict):
+            self._raw(event, message)
         if not isinstance(event, dict) or event.get("type") != "session.created":
             transport.disconnect()
             error = (event.get("error") if isinstance(event, dict) else None) or {}
@@ -251,6 +260,31 @@ class RealtimeProvider:
             )
         await self._writable()
 
+    @contextlib.contextmanager
+    def raw_events(self, listener: RawListener) -> Iterator[None]:
+        """Call ``listener`` with every upstream event while the block runs."""
+        self._raw_listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._raw_listeners.remove(listener)
+
+    def _raw(self, event: dict[str, Any], message: bytes) -> None:
+        kind = event.get("type")
+        if kind in ("session.created", "session.updated"):
+            session = event.get("session")
+            if isinstance(session, dict):
+                self.raw_session = session
+            # The first session.updated answers the server's own session.update.
+            self.raw_session_settled = self.raw_session_settled or kind == "session.updated"
+        if self.on_raw is not None:
+            self.on_raw(event, message)
+        for listener in list(self._raw_listeners):
+            try:
+                listener(event, message)
+            except Exception:
+                log.exception("a listener of %s's raw events failed", self.name)
+
     async def send_raw(self, event: Mapping[str, Any]) -> None:
         """Send an upstream event as is (for pass-through transports)."""
         self._send(event)
@@ -284,8 +318,7 @@ class RealtimeProvider:
         if not isinstance(event, dict):
             log.warning("%s realtime: ignoring a message that is not an event", self.name)
             return
-        if self.on_raw is not None:
-            self.on_raw(event, message)
+        self._raw(event, message)
         try:
             mapped = _map(event)
         except (KeyError, TypeError, ValueError):

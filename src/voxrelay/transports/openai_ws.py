@@ -37,13 +37,18 @@ from voxrelay import logs, metrics
 from voxrelay.audio import StreamResampler
 from voxrelay.auth import Device, authenticate, bearer_token
 from voxrelay.config import Settings
-from voxrelay.errors import ApiError
+from voxrelay.errors import http_status
 from voxrelay.eventlog import Event, ReplayGap
-from voxrelay.hub import SessionHub
+from voxrelay.exceptions import (
+    NotFound,
+    ServerClosing,
+    SessionEnded,
+    Unauthorized,
+    VoxrelayError,
+)
 from voxrelay.providers.base import SessionOptions
-from voxrelay.session import Reads, Session, SessionEnded, new_item_id
+from voxrelay.sessions import Directory, Reads, Session, new_item_id
 from voxrelay.store import Store
-from voxrelay.transports.http import start_session
 from voxrelay.transports.realtime_dialects import (
     CLIENT_EVENTS,
     PCM_BETA,
@@ -104,13 +109,13 @@ async def realtime(websocket: WebSocket) -> None:
     )
     app = websocket.app
     store: Store = app.state.store
-    hub: SessionHub = app.state.hub
+    directory: Directory = app.state.directory
     settings: Settings = app.state.settings
     device: Device | None = None
     refusal = ""
     try:
         device = await authenticate(store, _token(websocket, offered))
-    except ApiError as error:
+    except Unauthorized as error:
         refusal = error.message
         client = websocket.client.host if websocket.client else None
         log.warning(
@@ -131,7 +136,7 @@ async def realtime(websocket: WebSocket) -> None:
     user_id = device.acting_user(params.get("userId"))
     # ``?model=`` is accepted for compatibility and ignored: the server's provider
     # configuration decides the model.
-    opening = await link.open(store, hub, user_id, params.get("conversationId"), SessionOptions())
+    opening = await link.open(directory, user_id, params.get("conversationId"), SessionOptions())
     if opening is None:
         return
     session, fresh = opening
@@ -202,8 +207,7 @@ class _Link:
         self._attachment: contextlib.ExitStack | None = None
         self._follower: asyncio.Task[None] | None = None
         self._mode: _PassThrough | _Speaker | None = None
-        self._store: Store | None = None
-        self._hub: SessionHub | None = None
+        self._directory: Directory | None = None
         self._user_id = ""
         self._running = False
 
@@ -302,37 +306,31 @@ class _Link:
 
     async def open(
         self,
-        store: Store,
-        hub: SessionHub,
+        directory: Directory,
         user_id: str,
         conversation_id: str | None,
         options: SessionOptions,
     ) -> tuple[Session, bool] | None:
         """Start or join the conversation's session; on failure tell the client and close."""
-        self._store, self._hub, self._user_id = store, hub, user_id
+        self._directory, self._user_id = directory, user_id
         try:
-            session, fresh = await start_session(
-                store,
-                hub,
+            session, fresh = await directory.start(
                 user_id,
                 conversation_id,
-                SAMPLE_RATE,
-                SAMPLE_RATE,
-                options,
+                input_rate=SAMPLE_RATE,
+                output_rate=SAMPLE_RATE,
+                options=options,
                 join_active=True,
             )
-        except ApiError as error:
-            if error.code == "server_shutdown":
-                await self.refuse(1012, "server_shutdown", error.message)
-            elif error.status == 404:
-                await self.refuse(CLOSE_NOT_FOUND, "not_found", error.message)
-            elif error.status < 500:
+        except VoxrelayError as error:
+            if isinstance(error, ServerClosing):
+                await self.refuse(1012, error.code, error.message)
+            elif isinstance(error, NotFound):
+                await self.refuse(CLOSE_NOT_FOUND, error.code, error.message)
+            elif http_status(error) < 500:
                 await self.refuse(CLOSE_INVALID, "invalid_request", error.message)
             else:
                 await self.refuse(1011, error.code, error.message)
-            return None
-        except RuntimeError as error:  # the server is shutting down
-            await self.refuse(1012, "server_shutdown", str(error))
             return None
         if not isinstance(session, Session):
             # The upgrade reached a worker that does not own the conversation, which
@@ -367,12 +365,10 @@ class _Link:
         """End the fresh session and start another with ``options`` (server-speaks mode
         only: its providers take their settings when they open)."""
         old = self.session
-        assert old is not None and self._store is not None and self._hub is not None
+        assert old is not None and self._directory is not None
         self.detach()
         await old.end("client_end")
-        opening = await self.open(
-            self._store, self._hub, self._user_id, old.conversation_id, options
-        )
+        opening = await self.open(self._directory, self._user_id, old.conversation_id, options)
         if opening is None:
             return None
         session, _ = opening
@@ -404,7 +400,7 @@ class _Link:
     # -- the connection's life ---
 
     async def run(self, session: Session, fresh: bool, settings: Settings) -> None:
-        if session.raw_dialect is not None:
+        if session.raw is not None:
             self._mode = _PassThrough(self)
         else:
             self._mode = _Speaker(self, settings, SessionOptions() if fresh else None)
@@ -510,21 +506,22 @@ class _PassThrough:
 
     def attach(self, session: Session, stack: contextlib.ExitStack) -> None:
         self.session = session
-        self.upstream = "beta" if session.raw_dialect == "beta" else "ga"
+        assert session.raw is not None
+        self.upstream = "beta" if session.raw.dialect == "beta" else "ga"
         # The conversation opens with the upstream's session as the server configured
         # it: a session that has not yet answered the server's own session.update waits
         # for that answer, which becomes the client's session.created (so the client
         # never sees a session.updated it did not ask for). No await happens between
         # the snapshot and the subscription, so no event slips in between.
-        if session.raw_session_settled:
-            self._open(session.raw_session)
+        if session.raw.raw_session_settled:
+            self._open(session.raw.raw_session)
         else:
             self.held = []
             self.release_timer = asyncio.get_running_loop().call_later(
                 _SETTLE_SECONDS, self._release
             )
             stack.callback(self.release_timer.cancel)
-        stack.enter_context(session.raw_events(self.on_raw))
+        stack.enter_context(session.raw.raw_events(self.on_raw))
 
     def _open(self, snapshot: dict[str, Any] | None, event_id: Any = None) -> None:
         assert self.session is not None
@@ -545,7 +542,8 @@ class _PassThrough:
         if settled is not None:
             self._open(settled.get("session"), settled.get("event_id"))
         else:
-            self._open(self.session.raw_session)
+            assert self.session.raw is not None
+            self._open(self.session.raw.raw_session)
         for event in held:
             self._forward(event)
 
@@ -596,9 +594,8 @@ class _PassThrough:
             self.link.error("unsupported_event", f"{kind} has no equivalent upstream", about=event)
             return
         if kind == "session.update" and isinstance(translated.get("session"), Mapping):
-            translated["session"] = own_session_update(
-                translated["session"], self.upstream, session.raw_transcription_model
-            )
+            model = session.raw.transcription_model if session.raw is not None else None
+            translated["session"] = own_session_update(translated["session"], self.upstream, model)
         elif kind == "response.create" and isinstance(translated.get("response"), Mapping):
             translated["response"] = own_response_params(translated["response"], self.upstream)
         elif kind == "conversation.item.create":

@@ -27,10 +27,9 @@ from fastapi import FastAPI
 from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate
 from voxrelay.config import SAMPLE_RATES
-from voxrelay.errors import ApiError
 from voxrelay.eventlog import ReplayGap
-from voxrelay.hub import SessionHub
-from voxrelay.session import LiveSession, SessionEnded
+from voxrelay.exceptions import NoActiveSession, Unauthorized, VoxrelayError
+from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import Store
 from voxrelay.workers.ownership import SINGLE, Ownership
 
@@ -125,9 +124,9 @@ class RealtimeNamespace:
         return store
 
     @property
-    def _hub(self) -> SessionHub:
-        hub: SessionHub = self._app.state.hub
-        return hub
+    def _directory(self) -> Directory:
+        directory: Directory = self._app.state.directory
+        return directory
 
     # -- connection ------------------------------------------------------------------
 
@@ -136,7 +135,7 @@ class RealtimeNamespace:
         given = auth if isinstance(auth, dict) else {}
         try:
             device = await authenticate(self._store, _token(given, environ, query))
-        except ApiError as error:
+        except Unauthorized as error:
             client = (environ.get("asgi.scope") or {}).get("client") or (None,)
             log.warning(
                 "authentication refused: %s",
@@ -196,8 +195,10 @@ class RealtimeNamespace:
                 return {"ok": True, **await handler(link, sid, args)}
             except _RequestError as error:
                 return await self._refuse(sid, name, error.code, error.message)
-            except SessionEnded:
+            except NoActiveSession:
                 return await self._refuse(sid, name, "no_active_session", "the session has ended")
+            except VoxrelayError as error:
+                return await self._refuse(sid, name, error.code, error.message)
             except Exception:
                 log.exception(
                     "socket.io %s from %s failed", name, sid, extra=link.fields if link else None
@@ -225,9 +226,8 @@ class RealtimeNamespace:
         user_id = link.device.acting_user(
             user if isinstance(user, str) and user else link.requested_user
         )
-        session = await self._hub.find(session_id)
-        # Another user's session, or one that has ended, looks like an unknown one.
-        if session is None or session.user_id != user_id or not session.active:
+        session = await self._directory.session(session_id, user_id)
+        if session is None:
             raise _RequestError("not_found", "session not found")
         joined_data = _joined_json(session)
         current = link.joined

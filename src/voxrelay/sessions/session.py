@@ -12,12 +12,11 @@ The audio path has no hop of its own: a transport's call applies its chunk
 ahead of it, and the provider's events are handled in the callback that
 delivers them, so a chunk costs no task switch inside the session either way.
 
-Beside the normalized log, a session whose provider speaks the OpenAI Realtime
-protocol (``RawProvider``) offers a raw pass-through for the OpenAI-compatible
-WebSocket: ``raw_events`` subscribes to the upstream's own events, ``send_raw``
-sends an upstream event as a command to the owner. The session still owns the
-conversation: the provider maps the same upstream events into the log, so
-transcripts are stored and other listeners see normalized events as usual.
+A provider that speaks the OpenAI Realtime protocol upstream (``RawProvider``)
+also offers its own events to the OpenAI-compatible WebSocket; the session only
+keeps the order of what is sent raw (``send_raw``), beside every other request.
+The provider still maps the same upstream events into the log, so transcripts
+are stored and other listeners see normalized events as usual.
 """
 
 from __future__ import annotations
@@ -26,14 +25,13 @@ import asyncio
 import base64
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
-from voxrelay import logs, metrics
+from voxrelay import metrics
 from voxrelay.audio import StreamResampler, duration_ms
 from voxrelay.eventlog import EventLog
 from voxrelay.events import (
@@ -48,81 +46,19 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
-from voxrelay.providers.base import Provider, TurnDetection
+from voxrelay.exceptions import SessionEnded
+from voxrelay.providers.base import Provider, RawProvider, TurnDetection
+from voxrelay.sessions.live import EndReason, Reads, new_item_id
+from voxrelay.sessions.transcripts import TranscriptWriter, cut_to_fraction
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
-
-EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
-# What a listener reads from the log (``Session.attached``).
-Reads = Literal["all", "replays", "no_audio"]
 
 # An upstream complaint about cancelling when nothing is in progress is noise
 # to the client: the interrupt it asked for already holds.
 _QUIET_ERRORS = frozenset({"response_cancel_not_active"})
 
-
-# An upstream event, parsed and as it came (UTF-8 JSON).
-RawListener = Callable[[dict[str, Any], bytes], None]
-
-
-@runtime_checkable
-class RawProvider(Protocol):
-    """A provider that speaks the OpenAI Realtime protocol upstream (openai, azure):
-    ``on_raw`` sees every upstream event, parsed and as it came, ``send_raw`` sends one as is,
-    and ``dialect`` (``"ga"`` or ``"beta"``) says which names and shapes it uses."""
-
-    on_raw: RawListener | None
-
-    @property
-    def dialect(self) -> str: ...
-
-    async def send_raw(self, event: Mapping[str, Any]) -> None: ...
-
-
-class SessionEnded(Exception):
-    """The session is no longer active."""
-
-
-class LiveSession(Protocol):
-    """What a transport may do with a live session, whether it runs in this worker
-    (``Session``) or another (``workers.link.RemoteSession``)."""
-
-    id: str
-    conversation_id: str
-    user_id: str
-    created_at: datetime
-    input_rate: int
-    output_rate: int
-    turn_detection: TurnDetection
-    status: Literal["active", "ended"]
-    log: EventLog
-    seqs_taken: dict[int, int]
-
-    @property
-    def active(self) -> bool: ...
-
-    def attached(self, *, reads: Reads = "all") -> contextlib.AbstractContextManager[None]: ...
-
-    async def send_audio(
-        self, pcm: bytes, rate: int | None = None, *, transport: str = "", received_at: float = 0.0
-    ) -> None: ...
-
-    async def commit(self) -> None: ...
-
-    async def send_text(self, text: str, item_id: str | None = None) -> str: ...
-
-    async def interrupt(self, played_ms: int | None = None) -> None: ...
-
-    async def end(self, reason: EndReason) -> None: ...
-
-    async def end_if_last(self, reason: EndReason) -> bool: ...
-
-    def can_restart(self) -> bool: ...
-
-
-def new_item_id() -> str:
-    return "item_" + secrets.token_hex(12)
+__all__ = ["Session", "SessionEnded", "new_item_id"]
 
 
 @dataclass(slots=True)
@@ -180,11 +116,6 @@ class Session:
         self.on_active: Callable[[Session], None] | None = None
         self._provider = provider
         self._raw_provider = provider if isinstance(provider, RawProvider) else None
-        self._raw_listeners: list[RawListener] = []
-        # The upstream's latest session object (from session.created / session.updated);
-        # settled once the upstream has answered the server's own session.update.
-        self.raw_session: dict[str, Any] | None = None
-        self.raw_session_settled = False
         # User text items already stored by ``add_user_text``.
         self._recorded_texts: set[str] = set()
         self._store = store
@@ -199,14 +130,10 @@ class Session:
         # Requests are applied one at a time, in order (asyncio.Lock wakes waiters FIFO);
         # an uncontended acquire does not suspend.
         self._order = asyncio.Lock()
-        self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._transcripts = TranscriptWriter(store, conversation_id, id)
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         self._opened_at = time.monotonic()
-        self._stored_messages = 0
-        # Upload ``seq`` numbers already forwarded, with their byte counts.
-        self.seqs_taken: dict[int, int] = {}
         self.log.append(
             "conversation_started",
             {
@@ -222,12 +149,7 @@ class Session:
     def start(self) -> None:
         """Begin storing transcripts; the provider must already be open, delivering
         its events to ``on_model_event``."""
-        loop = asyncio.get_running_loop()
-        # The session's own task logs as this session's, whichever request started it.
-        context = logs.session_context(self.conversation_id, self.id)
-        self._tasks = [
-            loop.create_task(self._write_transcripts(), name=f"{self.id}-writes", context=context),
-        ]
+        self._transcripts.start()
 
     @property
     def active(self) -> bool:
@@ -263,9 +185,7 @@ class Session:
         with contextlib.suppress(Exception):
             await self._provider.close()
         self._store_unfinished_answers()
-        self._writes.put_nowait(None)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._transcripts.close()
         try:
             await self._store.end_session(self.id, reason)
         except Exception:
@@ -283,7 +203,7 @@ class Session:
                 "session_id": self.id,
                 "reason": reason,
                 "duration_s": round(time.monotonic() - self._opened_at, 3),
-                "messages": self._stored_messages,
+                "messages": self._transcripts.messages,
             },
         )
 
@@ -317,40 +237,10 @@ class Session:
     # -- raw pass-through (OpenAI-protocol upstreams only) ---------------------------------
 
     @property
-    def raw_dialect(self) -> str | None:
-        """The upstream's OpenAI Realtime dialect, or None without a raw pass-through."""
-        return self._raw_provider.dialect if self._raw_provider is not None else None
-
-    @property
-    def raw_transcription_model(self) -> str | None:
-        """The input transcription model the server chose for the upstream, if known."""
-        model = getattr(self._raw_provider, "transcription_model", None)
-        return model if isinstance(model, str) else None
-
-    @contextlib.contextmanager
-    def raw_events(self, listener: RawListener) -> Iterator[None]:
-        """Call ``listener`` with every upstream event while the block runs."""
-        if self._raw_provider is None:
-            raise TypeError("this session's provider has no raw pass-through")
-        self._raw_listeners.append(listener)
-        try:
-            yield
-        finally:
-            self._raw_listeners.remove(listener)
-
-    def on_raw(self, event: dict[str, Any], raw: bytes) -> None:
-        """The provider's ``on_raw``: remember the upstream's session, fan the event out."""
-        if event.get("type") in ("session.created", "session.updated"):
-            session = event.get("session")
-            if isinstance(session, dict):
-                self.raw_session = session
-        if event.get("type") == "session.updated":
-            self.raw_session_settled = True
-        for listener in list(self._raw_listeners):
-            try:
-                listener(event, raw)
-            except Exception:
-                log.exception("a raw listener of session %s failed", self.id)
+    def raw(self) -> RawProvider | None:
+        """The upstream's own events and settings, for a provider that speaks the OpenAI
+        Realtime protocol; None for every other provider."""
+        return self._raw_provider
 
     # -- requests from transports ------------------------------------------------------
 
@@ -363,11 +253,11 @@ class Session:
         ``voxrelay_relay_latency_seconds``. A failure upstream is reported to the
         listeners as an ``error`` event, not raised: the client's stream goes on."""
         if not self.active:
-            raise SessionEnded(self.id)
+            raise SessionEnded()
         rate = rate or self.input_rate
         async with self._order:
             if not self.active:
-                raise SessionEnded(self.id)
+                raise SessionEnded()
             try:
                 resampler = self._resamplers.get(rate)
                 if resampler is None:
@@ -429,10 +319,10 @@ class Session:
         if received_at:
             # An audio append: the hot path, kept as flat as ``send_audio``.
             if not self.active:
-                raise SessionEnded(self.id)
+                raise SessionEnded()
             async with self._order:
                 if not self.active:
-                    raise SessionEnded(self.id)
+                    raise SessionEnded()
                 try:
                     await raw.send_raw(event)
                 except Exception as error:
@@ -459,10 +349,10 @@ class Session:
         """Apply a request after every one before it; a failure upstream is also
         reported to the listeners, then raised to the caller."""
         if not self.active:
-            raise SessionEnded(self.id)
+            raise SessionEnded()
         async with self._order:
             if not self.active:
-                raise SessionEnded(self.id)
+                raise SessionEnded()
             try:
                 yield
             except SessionEnded:
@@ -498,7 +388,7 @@ class Session:
             # The answer was already stored whole: cut it to what was heard.
             text = cut_to_fraction(item.text, item.heard_fraction)
             item.text = text
-            self._update_message(item.message_id, text)
+            self._transcripts.update(item.message_id, text)
             self._publish_final("assistant", item.item_id, text)
         return heard_ms
 
@@ -664,45 +554,4 @@ class Session:
     def _persist_message(
         self, role: str, text: str, position: int, item_id: str, meta: dict[str, Any] | None = None
     ) -> str:
-        """Queue the write; return the message id at once so later edits can name it."""
-        message_id = "msg_" + secrets.token_hex(12)
-        self._stored_messages += 1
-
-        async def write() -> None:
-            await self._store.add_message(
-                self.conversation_id,
-                role=role,
-                text=text,
-                position=position,
-                item_id=item_id,
-                meta=meta,
-                message_id=message_id,
-            )
-
-        self._writes.put_nowait(write)
-        return message_id
-
-    def _update_message(self, message_id: str, text: str) -> None:
-        async def write() -> None:
-            await self._store.update_message(message_id, text=text)
-
-        self._writes.put_nowait(write)
-
-    async def _write_transcripts(self) -> None:
-        # Writes leave the event pump at once and land in order here, so a slow
-        # database never holds back audio.
-        while (write := await self._writes.get()) is not None:
-            for attempt in range(3):
-                try:
-                    await write()
-                    break
-                except Exception:
-                    log.exception("storing a message of %s failed (try %d)", self.id, attempt + 1)
-                    await asyncio.sleep(0.2 * (attempt + 1))
-
-
-def cut_to_fraction(text: str, fraction: float) -> str:
-    """The words of ``text`` that fit in the heard ``fraction`` of its audio."""
-    words = text.split()
-    keep = round(len(words) * max(0.0, min(1.0, fraction)))
-    return " ".join(words[:keep])
+        return self._transcripts.add(role, text, position, item_id, meta)

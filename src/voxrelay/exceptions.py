@@ -1,0 +1,109 @@
+"""What the core says went wrong, in its own words.
+
+Sessions, the directory that finds them and the links between processes raise
+these; each transport decides, in one place of its own, what a client is told
+(an HTTP status and error body in ``errors.py``, a Socket.IO ``error`` event, a
+WebSocket close code). Every one carries a ``code`` from the wire contract's
+vocabulary and a message that is safe to show a client (no internal addresses).
+"""
+
+from __future__ import annotations
+
+
+class VoxrelayError(Exception):
+    """Something the client may be told about; ``code`` names it on every transport."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unauthorized(VoxrelayError):
+    """The token is missing, unknown or revoked."""
+
+    code = "unauthorized"
+
+
+class InvalidRequest(VoxrelayError):
+    """The request names something in a form the server does not take."""
+
+    code = "invalid_request"
+
+
+class NotFound(VoxrelayError):
+    """Nothing by that id for this user: another user's conversation looks the same."""
+
+    code = "not_found"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+        self.what = what
+
+
+class ConversationBusy(VoxrelayError):
+    """The conversation already has an active session."""
+
+    code = "conversation_busy"
+
+    def __init__(self, message: str = "the conversation already has an active session") -> None:
+        super().__init__(message)
+
+
+class NoActiveSession(VoxrelayError):
+    """The conversation has no live session to take the request."""
+
+    code = "no_active_session"
+
+    def __init__(self, message: str = "the conversation has no active session; start one") -> None:
+        super().__init__(message)
+
+
+class SessionEnded(NoActiveSession):
+    """The session ended before (or while) the request was applied."""
+
+    def __init__(self, message: str = "the session has ended") -> None:
+        super().__init__(message)
+
+
+class ServerClosing(VoxrelayError):
+    """This process is shutting down and starts nothing new."""
+
+    code = "server_shutdown"
+
+    def __init__(self, message: str = "the server is shutting down") -> None:
+        super().__init__(message)
+
+
+class UpstreamUnavailable(VoxrelayError):
+    """The upstream voice model could not be reached or refused the session."""
+
+    code = "upstream_unavailable"
+
+
+class OwnerUnavailable(VoxrelayError):
+    """The process that holds the session (another worker) is not answering."""
+
+    code = "owner_unavailable"
+
+    def __init__(self, message: str = "the process serving this conversation is not answering"):
+        super().__init__(message)
+
+
+# Core errors crossing between processes travel as their class name.
+BY_NAME: dict[str, type[VoxrelayError]] = {
+    kind.__name__: kind
+    for kind in (
+        VoxrelayError,
+        Unauthorized,
+        InvalidRequest,
+        NotFound,
+        ConversationBusy,
+        NoActiveSession,
+        SessionEnded,
+        ServerClosing,
+        UpstreamUnavailable,
+        OwnerUnavailable,
+    )
+}

@@ -1,0 +1,84 @@
+"""What a transport may ask of a live session, wherever the session runs.
+
+A session lives in the process that holds its upstream link. Transports see it
+through ``LiveSession``: the ``Session`` itself when it runs here, or a stand-in
+for one that runs elsewhere (another worker), whose log mirrors the owner's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from voxrelay.eventlog import EventLog
+from voxrelay.providers.base import SessionOptions, TurnDetection
+
+EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
+# What a listener reads from the log (``LiveSession.attached``).
+Reads = Literal["all", "replays", "no_audio"]
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """A session to start (or join) on a conversation that exists and is the user's."""
+
+    user_id: str
+    conversation_id: str
+    input_rate: int
+    output_rate: int
+    options: SessionOptions
+    # Return the conversation's active session instead of refusing with ConversationBusy.
+    join_active: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StartRequest:
+        return cls(**{**data, "options": SessionOptions(**data["options"])})
+
+
+class LiveSession(Protocol):
+    """A live session as transports use it."""
+
+    id: str
+    conversation_id: str
+    user_id: str
+    created_at: datetime
+    input_rate: int
+    output_rate: int
+    turn_detection: TurnDetection
+    status: Literal["active", "ended"]
+    log: EventLog
+
+    @property
+    def active(self) -> bool: ...
+
+    def attached(self, *, reads: Reads = "all") -> contextlib.AbstractContextManager[None]: ...
+
+    async def send_audio(
+        self, pcm: bytes, rate: int | None = None, *, transport: str = "", received_at: float = 0.0
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def send_text(self, text: str, item_id: str | None = None) -> str: ...
+
+    async def interrupt(self, played_ms: int | None = None) -> None: ...
+
+    async def end(self, reason: EndReason) -> None: ...
+
+    async def end_if_last(self, reason: EndReason) -> bool:
+        """End when the caller is the only listener left; returns whether it ended."""
+        ...
+
+    def can_restart(self) -> bool:
+        """Whether the session may still be replaced by one with other settings."""
+        ...
+
+
+def new_item_id() -> str:
+    return "item_" + secrets.token_hex(12)

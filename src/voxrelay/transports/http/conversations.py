@@ -1,0 +1,102 @@
+"""Stored conversations over REST: list them, read one with its messages, delete one."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from voxrelay.errors import invalid
+from voxrelay.store import ConversationSummary, InvalidCursor, Message
+from voxrelay.transports.http._common import DeviceDep, DirectoryDep, StoreDep, time_json
+
+router = APIRouter()
+
+
+@router.get("/conversations")
+async def list_conversations(
+    device: DeviceDep,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: str | None = None,
+    userId: str | None = None,
+) -> dict[str, Any]:
+    try:
+        summaries = await store.list_conversations(
+            device.acting_user(userId), limit=limit, before=before
+        )
+    except InvalidCursor:
+        raise invalid(
+            "before must be a conversation id from this list or an ISO-8601 time"
+        ) from None
+    return {"conversations": [_summary_json(s) for s in summaries]}
+
+
+@router.get("/conversations/{conversation_id}")
+async def get_conversation(
+    conversation_id: str,
+    device: DeviceDep,
+    store: StoreDep,
+    directory: DirectoryDep,
+    userId: str | None = None,
+) -> dict[str, Any]:
+    conversation = await directory.conversation(conversation_id, device.acting_user(userId))
+    messages = await store.list_messages(conversation_id)
+    return {
+        "conversation": {
+            "id": conversation.id,
+            "createdAt": time_json(conversation.created_at),
+            "updatedAt": time_json(conversation.updated_at),
+            "messages": [_message_json(m) for m in messages],
+            "latency": _latency_json(messages),
+        }
+    }
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+async def delete_conversation(
+    conversation_id: str,
+    device: DeviceDep,
+    store: StoreDep,
+    directory: DirectoryDep,
+    userId: str | None = None,
+) -> Response:
+    await directory.end(conversation_id, device.acting_user(userId), "client_end")
+    await store.delete_conversation(conversation_id)
+    return Response(status_code=204)
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "text": message.text,
+        "createdAt": time_json(message.created_at),
+        **({"latency": message.meta} if message.meta else {}),
+    }
+
+
+def _latency_json(messages: list[Message]) -> dict[str, Any]:
+    """The conversation's answers' ``firstAudioMs``: how many, median (nearest rank) and max."""
+    values = [
+        float(m.meta["firstAudioMs"])
+        for m in messages
+        if m.meta and isinstance(m.meta.get("firstAudioMs"), int | float)
+    ]
+    return {
+        "turns": len(values),
+        "firstAudioMsP50": statistics.median_low(values) if values else None,
+        "firstAudioMsMax": max(values) if values else None,
+    }
+
+
+def _summary_json(summary: ConversationSummary) -> dict[str, Any]:
+    last = summary.last_message
+    return {
+        "id": summary.id,
+        "createdAt": time_json(summary.created_at),
+        "updatedAt": time_json(summary.updated_at),
+        "messageCount": summary.message_count,
+        "lastMessage": _message_json(last) if last is not None else None,
+    }

@@ -1,0 +1,137 @@
+"""Live-session control over plain HTTP: start a session, read its state, and send
+it a commit, a typed message, an interrupt or its end."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from voxrelay.errors import invalid, not_found
+from voxrelay.providers.base import SessionOptions
+from voxrelay.transports.http._common import (
+    DeviceDep,
+    DirectoryDep,
+    SampleRate,
+    StoreDep,
+    TurnDetectionName,
+    body_schema,
+    read_json,
+    session_json,
+)
+
+router = APIRouter()
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    userId: str | None = None
+    conversationId: str | None = None
+    instructions: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    inputSampleRate: SampleRate = 16000
+    outputSampleRate: SampleRate = 24000
+    turnDetection: TurnDetectionName = "server_vad"
+
+
+class TextRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    conversationId: str
+    text: str
+    userId: str | None = None
+
+
+class EndRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    conversationId: str | None = None
+    userId: str | None = None
+
+
+@router.post("/realtime/session", status_code=201, openapi_extra=body_schema(SessionRequest))
+async def create_session(
+    request: Request, device: DeviceDep, directory: DirectoryDep
+) -> JSONResponse:
+    body = await read_json(request, SessionRequest)
+    options = SessionOptions(
+        instructions=body.instructions,
+        voice=body.voice,
+        language=body.language,
+        turn_detection=body.turnDetection,
+    )
+    session, _ = await directory.start(
+        device.acting_user(body.userId),
+        body.conversationId,
+        input_rate=body.inputSampleRate,
+        output_rate=body.outputSampleRate,
+        options=options,
+    )
+    return JSONResponse({"session": session_json(session)}, status_code=201)
+
+
+@router.get("/realtime/session/{session_id}")
+async def get_session(
+    session_id: str, device: DeviceDep, store: StoreDep, directory: DirectoryDep
+) -> dict[str, Any]:
+    user_id = device.acting_user()
+    live = await directory.session(session_id, user_id)
+    if live is not None:
+        return {"session": session_json(live)}
+    record = await store.get_session(session_id)
+    if record is None or record.user_id != user_id:
+        raise not_found("session")
+    return {"session": session_json(record)}
+
+
+@router.post("/realtime/commit")
+async def commit(
+    device: DeviceDep,
+    directory: DirectoryDep,
+    conversationId: str | None = None,
+    userId: str | None = None,
+) -> dict[str, Any]:
+    session = await directory.live(conversationId, device.acting_user(userId))
+    await session.commit()
+    return {"conversationId": session.conversation_id, "status": "committed"}
+
+
+@router.post("/realtime/text", openapi_extra=body_schema(TextRequest))
+async def text(request: Request, device: DeviceDep, directory: DirectoryDep) -> dict[str, Any]:
+    body = await read_json(request, TextRequest)
+    if not body.text.strip():
+        raise invalid("text must not be empty")
+    session = await directory.live(body.conversationId, device.acting_user(body.userId))
+    item_id = await session.send_text(body.text)
+    return {"conversationId": session.conversation_id, "itemId": item_id}
+
+
+@router.post("/realtime/interrupt")
+async def interrupt(
+    device: DeviceDep,
+    directory: DirectoryDep,
+    conversationId: str | None = None,
+    playedMs: Annotated[int | None, Query(ge=0)] = None,
+    userId: str | None = None,
+) -> dict[str, Any]:
+    session = await directory.live(conversationId, device.acting_user(userId))
+    await session.interrupt(playedMs)
+    return {"conversationId": session.conversation_id, "status": "interrupted"}
+
+
+@router.post("/realtime/end", openapi_extra=body_schema(EndRequest))
+async def end(
+    request: Request,
+    device: DeviceDep,
+    store: StoreDep,
+    directory: DirectoryDep,
+    conversationId: str | None = None,
+) -> dict[str, Any]:
+    body = await read_json(request, EndRequest)
+    conversation_id = body.conversationId or conversationId
+    if not conversation_id:
+        raise invalid("conversationId is required")
+    await directory.end(conversation_id, device.acting_user(body.userId), "client_end")
+    messages = await store.list_messages(conversation_id)
+    return {"conversationId": conversation_id, "status": "ended", "messageCount": len(messages)}

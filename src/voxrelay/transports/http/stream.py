@@ -1,0 +1,127 @@
+"""``GET /realtime/stream``: the session's event log as Server-Sent Events, for
+clients without WebSockets; a reconnect with ``Last-Event-ID`` replays what it missed."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter, Request
+
+from voxrelay import metrics
+from voxrelay.errors import invalid, not_found
+from voxrelay.eventlog import ReplayGap, sse_frame
+from voxrelay.providers.base import SessionOptions
+from voxrelay.sessions import LiveSession
+from voxrelay.transports._sse import EventStreamResponse, Write
+from voxrelay.transports.http._common import (
+    DirectoryDep,
+    SampleRate,
+    StreamDeviceDep,
+    TurnDetectionName,
+)
+
+router = APIRouter()
+
+
+@router.get("/realtime/stream", response_class=EventStreamResponse)
+async def stream(
+    request: Request,
+    directory: DirectoryDep,
+    device: StreamDeviceDep,
+    conversationId: str | None = None,
+    sessionId: str | None = None,
+    inputSampleRate: SampleRate = 24000,
+    outputSampleRate: SampleRate = 24000,
+    language: str | None = None,
+    voice: str | None = None,
+    instructions: str | None = None,
+    turnDetection: TurnDetectionName = "server_vad",
+    lastEventId: int | None = None,
+    userId: str | None = None,
+) -> EventStreamResponse:
+    user_id = device.acting_user(userId)
+    header = request.headers.get("last-event-id")
+    if header is not None:
+        if not header.strip().isdigit():
+            raise invalid("Last-Event-ID must be an event id (an integer)")
+        lastEventId = int(header)
+    session: LiveSession | None
+    if sessionId is not None:
+        session = await directory.session(sessionId, user_id)
+        if session is None or conversationId not in (None, session.conversation_id):
+            raise not_found("active session")
+        is_new = False
+    else:
+        options = SessionOptions(
+            instructions=instructions, voice=voice, language=language, turn_detection=turnDetection
+        )
+        session, is_new = await directory.start(
+            user_id,
+            conversationId,
+            input_rate=inputSampleRate,
+            output_rate=outputSampleRate,
+            options=options,
+            join_active=True,
+        )
+    settings = request.app.state.settings
+    last_event_id = None if is_new else lastEventId
+    live = session
+
+    async def produce(write: Write) -> None:
+        await _write_events(live, last_event_id, write, fresh=is_new)
+
+    return EventStreamResponse(
+        produce,
+        keepalive=settings.keepalive_seconds,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _write_events(
+    session: LiveSession, last_event_id: int | None, write: Write, *, fresh: bool
+) -> None:
+    """Project the session's log onto an SSE stream, from the right place."""
+    log = session.log
+    latency = metrics.DOWNSTREAM_LATENCY["sse"]
+    streams = metrics.ACTIVE_STREAMS.labels(transport="sse")
+    with session.attached(reads="replays"), streams.track_inprogress():
+        if last_event_id is not None:
+            after = min(last_event_id, log.last_id)
+        elif fresh:
+            after = 0
+        else:
+            # A listener joining a live session starts now, not with old audio:
+            # it gets the opening event, numbered as the latest one it has seen.
+            after = log.last_id
+            first = log.get(1)
+            if first is not None:
+                await write(sse_frame(after, first.type, first.json))
+        head = log.last_id
+        cursor = log.cursor(after)
+        audio_times: list[float] = []
+        while await cursor.wait():
+            # Whatever is pending goes out in one write: a listener that fell
+            # behind catches up with one send instead of one per event.
+            frames: list[bytes] = []
+            for item in cursor.take():
+                if isinstance(item, ReplayGap):
+                    message = (
+                        f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
+                        f" longer held; resuming at {item.resumed_at}"
+                    )
+                    data = json.dumps({"code": "replay_gap", "message": message}).encode()
+                    frames.append(sse_frame(item.resumed_at - 1, "error", data))
+                    continue
+                if item.id <= head:
+                    metrics.REPLAYED_EVENTS.inc()
+                elif item.type == "audio":
+                    audio_times.append(item.at)
+                frames.append(item.sse)
+            await write(frames[0] if len(frames) == 1 else b"".join(frames))
+            # The frames are written (handed to the server's transport).
+            if audio_times:
+                now = time.monotonic()
+                for at in audio_times:
+                    latency.observe(now - at)
+                audio_times.clear()

@@ -1,0 +1,125 @@
+"""``POST /realtime/upload``: audio in over plain HTTP, as one long chunked body
+forwarded as it arrives, or as many short POSTs numbered with ``seq``.
+
+A retried ``seq`` that was already taken answers the same again and is not
+forwarded twice. Which numbers were taken is kept by the process that owns the
+session (an owner call, ``Directory.at_owner``), so a retry that reaches another
+worker than the first try is still recognised.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from voxrelay import metrics
+from voxrelay.errors import ApiError
+from voxrelay.exceptions import SessionEnded
+from voxrelay.sessions import Directory, LiveSession, Registry
+from voxrelay.transports.http._common import DeviceDep, DirectoryDep, SampleRate
+
+router = APIRouter()
+
+_AUDIO_TYPES = ("application/octet-stream", "audio/pcm", "audio/l16", "audio/x-pcm")
+_LEDGER = "upload_seq"
+
+
+class SeqLedger:
+    """The upload ``seq`` numbers each session of this process has taken, with the
+    bytes each one forwarded (0 while it is still arriving)."""
+
+    def __init__(self) -> None:
+        self._taken: dict[str, dict[int, int]] = {}
+
+    async def answer(self, args: dict[str, Any]) -> int | None:
+        """``claim`` (the bytes of a ``seq`` already taken, or None once it is now
+        claimed), ``settle`` with its byte count, or ``release`` an upload that forwarded
+        nothing."""
+        taken = self._taken.setdefault(str(args["session"]), {})
+        seq = int(args["seq"])
+        if args["do"] == "claim":
+            if seq in taken:
+                return taken[seq]
+            taken[seq] = 0
+        elif args["do"] == "settle":
+            taken[seq] = int(args["bytes"])
+        else:
+            taken.pop(seq, None)
+        return None
+
+    def forget(self, session: LiveSession) -> None:
+        self._taken.pop(session.id, None)
+
+
+def serve_uploads(directory: Directory, registry: Registry) -> None:
+    """Keep the ``seq`` ledger of this process's sessions, for uploads reaching any worker."""
+    ledger = SeqLedger()
+    directory.serve(_LEDGER, ledger.answer)
+    registry.on_ended.append(ledger.forget)
+
+
+async def _ledger(
+    directory: Directory, session: LiveSession, do: str, seq: int, received: int = 0
+) -> int | None:
+    args = {"do": do, "session": session.id, "seq": seq, "bytes": received}
+    answer: int | None = await directory.at_owner(session.conversation_id, _LEDGER, args)
+    return answer
+
+
+@router.post("/realtime/upload")
+async def upload(
+    request: Request,
+    device: DeviceDep,
+    directory: DirectoryDep,
+    conversationId: str | None = None,
+    sampleRate: SampleRate | None = None,
+    seq: Annotated[int | None, Query(ge=0)] = None,
+    userId: str | None = None,
+) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in _AUDIO_TYPES:
+        raise ApiError(
+            415, "unsupported_media_type", "send raw PCM16 as application/octet-stream or audio/pcm"
+        )
+    session = await directory.live(conversationId, device.acting_user(userId))
+    limit: int = request.app.state.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"one upload may carry at most {limit} bytes")
+    answer: dict[str, Any] = {"conversationId": session.conversation_id}
+    if seq is not None:
+        answer["seq"] = seq
+        taken = await _ledger(directory, session, "claim", seq)
+        if taken is not None:
+            # A retry of a chunk already forwarded: same answer, nothing sent twice.
+            return {**answer, "bytesReceived": taken}
+    received = 0
+    rate = sampleRate or session.input_rate
+    audio_in = metrics.AUDIO_IN["upload"]
+    try:
+        with (
+            session.attached(reads="no_audio"),
+            metrics.ACTIVE_STREAMS.labels(transport="upload").track_inprogress(),
+        ):
+            async for chunk in request.stream():
+                if not chunk:
+                    continue
+                received_at = time.monotonic()
+                received += len(chunk)
+                if received > limit:
+                    raise ApiError(
+                        413, "payload_too_large", f"one upload may carry at most {limit} bytes"
+                    )
+                audio_in.inc(len(chunk))
+                await session.send_audio(chunk, rate, transport="upload", received_at=received_at)
+    except SessionEnded:
+        raise SessionEnded("the session ended during the upload") from None
+    except BaseException:
+        if seq is not None and received == 0:
+            await _ledger(directory, session, "release", seq)
+        raise
+    if seq is not None:
+        await _ledger(directory, session, "settle", seq, received)
+    return {**answer, "bytesReceived": received}

@@ -1,0 +1,178 @@
+"""What a worker answers its siblings about the sessions it owns: requests applied
+in order, the session's log streamed to a sibling that follows it, and the starts,
+finds and owner calls that a sibling's directory sends here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from voxrelay import metrics
+from voxrelay.eventlog import Cursor, Event
+from voxrelay.exceptions import InvalidRequest, SessionEnded, VoxrelayError
+from voxrelay.sessions import Registry, Session, StartRequest
+from voxrelay.workers.channel import Channel, Header, error_header, pack_events
+from voxrelay.workers.remote import describe
+
+log = logging.getLogger(__name__)
+
+_Apply = Callable[[Session, Header, bytes], Awaitable[Any]]
+
+
+async def _audio(session: Session, header: Header, payload: bytes) -> None:
+    await session.send_audio(
+        payload,
+        int(header["rate"]) or None,
+        transport=str(header.get("transport", "")),
+        received_at=float(header.get("at", 0.0)),
+    )
+
+
+async def _interrupt(session: Session, header: Header, _: bytes) -> None:
+    played = header.get("playedMs")
+    await session.interrupt(None if played is None else int(played))
+
+
+# Requests about one session, applied in the order they came (audio before the
+# commit that ends its turn).
+_IN_ORDER: dict[str, _Apply] = {
+    "audio": _audio,
+    "commit": lambda session, _, __: session.commit(),
+    "text": lambda session, header, _: session.send_text(str(header["text"]), header.get("itemId")),
+    "interrupt": _interrupt,
+    "end": lambda session, header, _: session.end(header.get("reason") or "client_end"),
+    "end_if_last": lambda session, header, _: session.end_if_last(
+        header.get("reason") or "client_end"
+    ),
+}
+
+
+class Served:
+    """One sibling's connection to this worker: what it asked of our sessions."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self.channel = Channel(self._on_frame, self._on_lost)
+        self._ordered: deque[tuple[Header, bytes]] = deque()
+        self._ordering: asyncio.Task[None] | None = None
+        self._follows: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._answers: dict[str, Callable[[Header], Awaitable[Header]]] = {
+            "find": self._find,
+            "start": self._start,
+            "call": self._call,
+            "metrics": self._metrics,
+        }
+
+    def _on_frame(self, header: Header, payload: bytes) -> None:
+        op = str(header.get("op"))
+        if op in _IN_ORDER:
+            self._ordered.append((header, payload))
+            if self._ordering is None or self._ordering.done():
+                self._ordering = asyncio.get_running_loop().create_task(self._apply_in_order())
+        elif op == "follow":
+            self._follow(header)
+        elif op == "unfollow":
+            task = self._follows.pop(int(header["stream"]), None)
+            if task is not None:
+                task.cancel()
+        else:
+            task = asyncio.get_running_loop().create_task(self._answer(op, header))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, op: str, header: Header) -> None:
+        reply: Header = {"op": "reply", "id": header.get("id")}
+        try:
+            answer = self._answers.get(op)
+            if answer is None:
+                raise InvalidRequest(f"unknown request {op!r}")
+            reply.update(await answer(header))
+        except Exception as error:
+            reply["error"] = self._reported(error)
+        self.channel.send(reply)
+
+    @staticmethod
+    def _reported(error: Exception) -> Header:
+        if not isinstance(error, VoxrelayError):
+            log.exception("a request from another worker failed", exc_info=error)
+            error = VoxrelayError("the owning worker failed")
+        return error_header(error)
+
+    async def _find(self, header: Header) -> Header:
+        if "session" in header:
+            found = self._registry.get(str(header["session"]))
+        else:
+            found = self._registry.for_conversation(str(header["conversation"]))
+        if found is None or not found.active:
+            return {"session": None}
+        return {"session": describe(found)}
+
+    async def _start(self, header: Header) -> Header:
+        session, new = await self._registry.start(StartRequest.from_dict(header["request"]))
+        return {"session": describe(session), "new": new}
+
+    async def _call(self, header: Header) -> Header:
+        call = self._registry.calls.get(str(header["name"]))
+        if call is None:
+            raise InvalidRequest(f"unknown owner call {header['name']!r}")
+        return {"result": await call(header["args"])}
+
+    async def _metrics(self, _: Header) -> Header:
+        return {"text": metrics.generate().decode()}
+
+    async def _apply_in_order(self) -> None:
+        while self._ordered:
+            header, payload = self._ordered.popleft()
+            session = self._registry.get(str(header["session"]))
+            try:
+                if session is None:
+                    raise SessionEnded()
+                result = await _IN_ORDER[header["op"]](session, header, payload)
+                if "id" in header:
+                    self.channel.send({"op": "reply", "id": header["id"], "result": result})
+            except Exception as error:
+                if "id" in header:
+                    reply = {"op": "reply", "id": header["id"], "error": self._reported(error)}
+                    self.channel.send(reply)
+                elif not isinstance(error, SessionEnded):
+                    log.warning("audio from another worker was not taken: %s", error)
+
+    def _follow(self, header: Header) -> None:
+        stream = int(header["stream"])
+        session = self._registry.get(str(header["session"]))
+        if session is None or not session.active:
+            self.channel.send({"op": "closed", "stream": stream})
+            return
+        cursor = session.log.cursor(int(header["after"]))
+        task = asyncio.get_running_loop().create_task(self._stream(session, cursor, stream))
+        self._follows[stream] = task
+
+    async def _stream(self, session: Session, cursor: Cursor, stream: int) -> None:
+        """Every new event of the session, to the worker that follows it (a listener of
+        the session meanwhile, as a local stream would be)."""
+        try:
+            with session.attached():
+                while await cursor.wait():
+                    # A gap cannot happen here: this cursor started at the head.
+                    entries = [
+                        (item.id, item.type, item.at, item.json)
+                        for item in cursor.take()
+                        if isinstance(item, Event)
+                    ]
+                    if entries:
+                        self.channel.send({"op": "events", "stream": stream}, pack_events(entries))
+            self.channel.send({"op": "closed", "stream": stream})
+        finally:
+            self._follows.pop(stream, None)
+
+    def _on_lost(self) -> None:
+        for task in list(self._follows.values()):
+            task.cancel()
+        self._follows.clear()
+
+    def close(self) -> None:
+        self.channel.close()
