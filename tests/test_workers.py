@@ -4,6 +4,7 @@ living in one of them, whichever worker each of a client's connections reaches."
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -284,6 +285,68 @@ async def test_a_conversation_resumes_over_the_compatible_websocket_at_its_owner
     for cid in cids:
         messages = await stored_messages(cluster, cluster.token, cid, 4)  # type: ignore[arg-type]
         assert messages[2] == ("user", "what did I say?")
+
+
+async def _pipelined_upload(cluster: Cluster, cid: str, seq: int, body: bytes) -> tuple[str, str]:
+    """A ``seq`` upload pipelined behind a ``/healthz`` on one connection, so that it is
+    served by whichever worker took the connection (it is not handed to the owner);
+    returns that worker and the upload's response body."""
+    host, port = cluster.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            + f"POST /realtime/upload?conversationId={cid}&seq={seq} HTTP/1.1\r\n".encode()
+            + f"Host: x\r\nAuthorization: Bearer {cluster.token}\r\n".encode()
+            + b"Content-Type: application/octet-stream\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        answers = []
+        for _ in range(2):
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+            headers = dict(
+                line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line
+            )
+            length = int(headers["content-length"])
+            answers.append(
+                (headers.get("x-voxrelay-worker", "?"), await reader.readexactly(length))
+            )
+        assert head.startswith("HTTP/1.1 200"), head
+        return answers[1][0], answers[1][1].decode()
+    finally:
+        writer.close()
+
+
+async def test_a_retried_seq_is_recognised_by_the_owner_whichever_worker_took_the_first_try(
+    cluster: Cluster,
+) -> None:
+    cid = next(f"conv_seq{n}" for n in range(100) if cluster.owner(f"conv_seq{n}") == 0)
+    async with VoxrelayClient(cluster.url, cluster.token) as client:
+        await client.create_session(conversationId=cid, inputSampleRate=16000)
+        reader = EventReader(client.events(conversationId=cid))
+        await reader.wait_for("conversation_started")
+        first = silence(200, 16000)
+        # The first try reaches the worker that does not own the session.
+        for _ in range(40):
+            worker, answer = await _pipelined_upload(cluster, cid, 7, first)
+            if worker == "1":
+                break
+        else:
+            pytest.skip("the kernel never gave a connection to worker 1")
+        assert json.loads(answer)["bytesReceived"] == len(first)
+        # The retry (a new connection, handed to the owner) is known there.
+        retried = await client._call(
+            "POST",
+            "/realtime/upload",
+            params={"conversationId": cid, "seq": 7},
+            content=b"\0\0",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert retried == {"conversationId": cid, "seq": 7, "bytesReceived": len(first)}
+        await client.end(cid)
+        await reader.close()
 
 
 async def test_metrics_add_up_every_worker(cluster: Cluster) -> None:

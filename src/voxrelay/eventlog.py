@@ -19,6 +19,10 @@ from typing import Any
 import orjson
 
 
+class LogClosed(Exception):
+    """An event was appended after the log's last one (``conversation_ended``)."""
+
+
 class Event:
     """One event of the log, as a listener reads it: ``data`` is decoded from the
     JSON the log keeps, on first use."""
@@ -100,7 +104,7 @@ class EventLog:
         """Add an event (encoded to JSON now, once for every listener); ``at`` is when
         it happened, by ``time.monotonic()`` (default now)."""
         if self._closed:
-            raise RuntimeError("event log is closed")
+            raise LogClosed("event log is closed")
         when = time.monotonic() if at is None else at
         entry = (self._last_id + 1, type, when, orjson.dumps(data))
         self._add(entry)

@@ -136,8 +136,10 @@ class Registry:
             log_max_bytes=self._settings.replay_max_bytes,
             next_position=(messages[-1].position + 1) if messages else 0,
         )
-        session.on_idle = self._arm_idle_timer
-        session.on_active = self._disarm_idle_timer
+        session.when_listened(
+            on_active=lambda: self._disarm_idle_timer(session),
+            on_idle=lambda: self._arm_idle_timer(session),
+        )
         inbox.deliver_to(session.on_model_event)
         self._sessions[session.id] = session
         self._by_conversation[conversation_id] = session

@@ -26,8 +26,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -48,6 +47,8 @@ from voxrelay.events import (
 )
 from voxrelay.exceptions import SessionEnded
 from voxrelay.providers.base import Provider, RawProvider, TurnDetection
+from voxrelay.sessions.items import AssistantItem, Items, Turn
+from voxrelay.sessions.listeners import Listeners
 from voxrelay.sessions.live import EndReason, Reads, new_item_id
 from voxrelay.sessions.transcripts import TranscriptWriter, cut_to_fraction
 from voxrelay.store import Store
@@ -57,27 +58,6 @@ log = logging.getLogger(__name__)
 # An upstream complaint about cancelling when nothing is in progress is noise
 # to the client: the interrupt it asked for already holds.
 _QUIET_ERRORS = frozenset({"response_cancel_not_active"})
-
-__all__ = ["Session", "SessionEnded", "new_item_id"]
-
-
-@dataclass(slots=True)
-class _AssistantItem:
-    item_id: str
-    response_id: str
-    position: int
-    audio_bytes: int = 0
-    text: str = ""
-    heard_fraction: float | None = None
-    message_id: str | None = None
-
-
-@dataclass(slots=True)
-class _Turn:
-    """Timing of the answer to one user turn, stored with the answer."""
-
-    committed_at: float = field(default_factory=time.monotonic)
-    first_audio_ms: float | None = None
 
 
 class Session:
@@ -107,26 +87,17 @@ class Session:
         self.status: Literal["active", "ended"] = "active"
         self.end_reason: EndReason | None = None
         self.log = EventLog(keep_seconds=log_keep_seconds, max_bytes=log_max_bytes)
-        self.listeners = 0
-        # Listeners that read answer audio from the log, and whether one may come back
-        # for what it missed (``attached``).
-        self._audio_readers = 0
-        self._audio_replayable = False
-        self.on_idle: Callable[[Session], None] | None = None
-        self.on_active: Callable[[Session], None] | None = None
+        self._listeners = Listeners()
         self._provider = provider
         self._raw_provider = provider if isinstance(provider, RawProvider) else None
         # User text items already stored by ``add_user_text``.
         self._recorded_texts: set[str] = set()
         self._store = store
-        self._next_position = next_position
-        self._positions: dict[str, int] = {}
+        self._items = Items(next_position)
         self._resamplers: dict[int, StreamResampler] = {}
         self._output = StreamResampler(provider.output_rate, output_rate)
-        self._assistant: dict[str, _AssistantItem] = {}
-        self._last_assistant: _AssistantItem | None = None
         self._responding: str | None = None
-        self._turn: _Turn | None = None
+        self._turn: Turn | None = None
         # Requests are applied one at a time, in order (asyncio.Lock wakes waiters FIFO);
         # an uncontended acquire does not suspend.
         self._order = asyncio.Lock()
@@ -209,32 +180,24 @@ class Session:
 
     # -- listeners -----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def attached(self, *, reads: Reads = "all") -> Iterator[None]:
-        """Count a listener or an upload in progress: the session is not idle.
+    @property
+    def listeners(self) -> int:
+        return self._listeners.count
+
+    def when_listened(self, on_active: Callable[[], None], on_idle: Callable[[], None]) -> None:
+        """Call ``on_active`` when a first listener comes, ``on_idle`` when the last leaves."""
+        self._listeners.on_active, self._listeners.on_idle = on_active, on_idle
+
+    def attached(self, *, reads: Reads = "all") -> contextlib.AbstractContextManager[None]:
+        """Count a listener or an upload in progress while the block runs: the session
+        is not idle.
 
         ``reads`` says what it takes from the log: everything from now on (``all``),
         everything and, after a reconnect, what it missed (``replays``: an SSE stream),
         or nothing of the audio (``no_audio``: an upload, or a pass-through WebSocket,
         which hears the upstream's own audio events). Answer audio goes into the log
         only while someone may read it there."""
-        self.listeners += 1
-        if reads != "no_audio":
-            self._audio_readers += 1
-        if reads == "replays":
-            self._audio_replayable = True
-        if self.listeners == 1 and self.on_active is not None:
-            self.on_active(self)
-        try:
-            yield
-        finally:
-            self.listeners -= 1
-            if reads != "no_audio":
-                self._audio_readers -= 1
-            if self.listeners == 0 and self.on_idle is not None:
-                self.on_idle(self)
-
-    # -- raw pass-through (OpenAI-protocol upstreams only) ---------------------------------
+        return self._listeners.attached(reads)
 
     @property
     def raw(self) -> RawProvider | None:
@@ -273,7 +236,7 @@ class Session:
 
     async def commit(self) -> None:
         async with self._applying():
-            self._turn = _Turn()
+            self._turn = Turn()
             await self._provider.commit()
 
     async def send_text(self, text: str, item_id: str | None = None) -> str:
@@ -282,7 +245,7 @@ class Session:
         stored or published again."""
         item_id = item_id or new_item_id()
         async with self._applying():
-            self._turn = _Turn()
+            self._turn = Turn()
             if item_id in self._recorded_texts:
                 self._recorded_texts.discard(item_id)
             else:
@@ -295,7 +258,7 @@ class Session:
         in the conversation, and publish its final transcript; nothing goes upstream
         (the caller sends the item itself, raw or with ``send_text``)."""
         async with self._applying():
-            self._turn = _Turn()
+            self._turn = Turn()
             self._record_user_text(item_id, text)
             self._recorded_texts.add(item_id)
 
@@ -304,7 +267,7 @@ class Session:
         transcript as ``interrupt`` does, without telling the upstream (a pass-through
         client sends its own ``conversation.item.truncate``)."""
         async with self._applying():
-            item = self._last_assistant
+            item = self._items.latest
             if item is not None and item.item_id == item_id:
                 self._cut_to_heard(item, played_ms)
 
@@ -337,7 +300,7 @@ class Session:
                 and (self._turn is None or self._turn.first_audio_ms is not None)
             ):
                 # A pass-through client ends its turn itself: time the answer from here.
-                self._turn = _Turn()
+                self._turn = Turn()
             await raw.send_raw(event)
 
     async def interrupt(self, played_ms: int | None = None) -> None:
@@ -366,19 +329,19 @@ class Session:
         self._publish_error("upstream_error", "the upstream did not take the request")
 
     def _record_user_text(self, item_id: str, text: str) -> None:
-        position = self._position_of(item_id)
-        self._persist_message("user", text, position, item_id)
+        position = self._items.position_of(item_id)
+        self._transcripts.add("user", text, position, item_id)
         self._publish_final("user", item_id, text)
 
     async def _interrupt(self, played_ms: int | None) -> None:
-        item = self._last_assistant
+        item = self._items.latest
         heard_ms: int | None = None
         if item is not None and played_ms is not None:
             heard_ms = self._cut_to_heard(item, played_ms)
         if self._responding is not None or heard_ms is not None:
             await self._provider.cancel(item.item_id if item else None, heard_ms)
 
-    def _cut_to_heard(self, item: _AssistantItem, played_ms: int) -> int:
+    def _cut_to_heard(self, item: AssistantItem, played_ms: int) -> int:
         """Remember how much of ``item`` was heard (cutting its stored text if it
         was already stored); returns the heard milliseconds."""
         total_ms = duration_ms(item.audio_bytes, self._provider.output_rate)
@@ -414,7 +377,7 @@ class Session:
         if isinstance(event, AudioDelta):
             self._on_audio(event)
         elif isinstance(event, TranscriptDelta):
-            self._position_of(event.item_id)
+            self._items.position_of(event.item_id)
             if event.role == "assistant":
                 self._assistant_item(event.item_id).text += event.delta
             self.log.append(
@@ -423,15 +386,15 @@ class Session:
         elif isinstance(event, TranscriptDone):
             self._on_transcript_done(event)
         elif isinstance(event, SpeechStarted):
-            self._position_of(event.item_id)
+            self._items.position_of(event.item_id)
             self.log.append("speech_started", {"itemId": event.item_id})
         elif isinstance(event, SpeechStopped):
-            self._turn = _Turn()
+            self._turn = Turn()
             self.log.append("speech_stopped", {"itemId": event.item_id})
         elif isinstance(event, InputCommitted):
-            self._position_of(event.item_id)
+            self._items.position_of(event.item_id)
             if self._turn is None:
-                self._turn = _Turn()
+                self._turn = Turn()
         elif isinstance(event, ResponseStarted):
             self._responding = event.response_id
             self.log.append("response_started", {"responseId": event.response_id})
@@ -462,7 +425,7 @@ class Session:
             audio = base64.b64encode(pcm).decode("ascii")
         if count:
             metrics.AUDIO_OUT.inc(count)
-            if not (self._audio_readers or self._audio_replayable):
+            if not self._listeners.read_audio:
                 return  # nobody reads audio from the log, and nobody will come back for it
             # Downstream relay latency counts from the delta's arrival (resampling included).
             self.log.append(
@@ -472,11 +435,11 @@ class Session:
             )
 
     def _on_transcript_done(self, event: TranscriptDone) -> None:
-        position = self._position_of(event.item_id)
+        position = self._items.position_of(event.item_id)
         text = event.text
         if event.role == "user":
             if text.strip():
-                self._persist_message("user", text, position, event.item_id)
+                self._transcripts.add("user", text, position, event.item_id)
             self._publish_final("user", event.item_id, text)
             return
         item = self._assistant_item(event.item_id)
@@ -484,7 +447,7 @@ class Session:
             text = cut_to_fraction(text, item.heard_fraction)
         item.text = text
         if item.message_id is None and text.strip():
-            item.message_id = self._persist_message(
+            item.message_id = self._transcripts.add(
                 "assistant", text, position, event.item_id, meta=self._latency_meta()
             )
             metrics.TURNS.inc()
@@ -493,7 +456,7 @@ class Session:
     def _on_response_done(self, event: ResponseDone) -> None:
         if self._responding == event.response_id:
             self._responding = None
-        for item in self._assistant.values():
+        for item in self._items.answers():
             if item.response_id == event.response_id and item.message_id is None and item.text:
                 # The upstream never sent a final transcript (failed mid-answer):
                 # keep what was said.
@@ -502,40 +465,19 @@ class Session:
         self.log.append("response_done", {"responseId": event.response_id, "status": event.status})
 
     def _store_unfinished_answers(self) -> None:
-        for item in self._assistant.values():
+        for item in self._items.answers():
             if item.message_id is None and item.text.strip():
                 text = item.text
                 if item.heard_fraction is not None:
                     text = cut_to_fraction(text, item.heard_fraction)
-                item.message_id = self._persist_message(
+                item.message_id = self._transcripts.add(
                     "assistant", text, item.position, item.item_id
                 )
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _assistant_item(self, item_id: str, response_id: str | None = None) -> _AssistantItem:
-        item = self._assistant.get(item_id)
-        if item is None:
-            item = _AssistantItem(
-                item_id, response_id or self._responding or "", self._position_of(item_id)
-            )
-            self._assistant[item_id] = item
-            self._last_assistant = item
-            # Only the latest answer can still be interrupted; forget the rest.
-            for old in [
-                key for key, value in self._assistant.items() if value.message_id and key != item_id
-            ]:
-                del self._assistant[old]
-        return item
-
-    def _position_of(self, item_id: str) -> int:
-        """Messages are ordered by when their item first appeared, not when its
-        transcript finished (a user transcript may land after the answer began)."""
-        position = self._positions.get(item_id)
-        if position is None:
-            position = self._positions[item_id] = self._next_position
-            self._next_position += 1
-        return position
+    def _assistant_item(self, item_id: str, response_id: str | None = None) -> AssistantItem:
+        return self._items.answer(item_id, response_id or self._responding or "")
 
     def _latency_meta(self) -> dict[str, Any] | None:
         if self._turn is None or self._turn.first_audio_ms is None:
@@ -550,8 +492,3 @@ class Session:
     def _publish_error(self, code: str, message: str) -> None:
         if not self.log.closed:
             self.log.append("error", {"code": code, "message": message})
-
-    def _persist_message(
-        self, role: str, text: str, position: int, item_id: str, meta: dict[str, Any] | None = None
-    ) -> str:
-        return self._transcripts.add(role, text, position, item_id, meta)
