@@ -10,36 +10,18 @@ to PCM16 bytes at ``output_rate``, and ``send_audio``/``commit``/``send_text``/
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from voxrelay.client._events import Event, Options, decode
 from voxrelay.client.http import StreamEvent, VoxrelayClient
+
+__all__ = ["TRANSPORTS", "Conversation", "Event", "Options", "Transport", "connect"]
 
 Transport = Literal["http", "socketio", "ws"]
 TRANSPORTS: tuple[Transport, ...] = ("http", "socketio", "ws")
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A stream event; for ``audio``, ``pcm`` holds the decoded samples."""
-
-    type: str
-    data: dict[str, Any]
-    pcm: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    conversation_id: str | None = None
-    input_rate: int = 16000
-    output_rate: int = 24000
-    turn_detection: Literal["server_vad", "manual"] = "server_vad"
-    language: str | None = None
-    voice: str | None = None
-    instructions: str | None = None
 
 
 class Conversation(Protocol):
@@ -72,12 +54,6 @@ async def connect(
         conversation: Conversation = await RealtimeConversation.open(url, token, options)
         return conversation
     raise ValueError(f"unknown transport {transport!r}; one of {', '.join(TRANSPORTS)}")
-
-
-def decode(event_type: str, data: dict[str, Any]) -> Event:
-    if event_type == "audio" and isinstance(data.get("audio"), str):
-        return Event(event_type, data, base64.b64decode(data["audio"]))
-    return Event(event_type, data)
 
 
 @dataclass
