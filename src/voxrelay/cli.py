@@ -89,10 +89,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from voxrelay.providers import provider_factory
-    from voxrelay.server import run
 
     settings = _settings(args)
     provider_factory(settings)  # fail now on missing credentials
+    if settings.workers > 1:
+        from voxrelay.workers import supervisor
+
+        return supervisor.serve(settings)
+    from voxrelay.server import run
+
     return run(settings)
 
 

@@ -147,12 +147,9 @@ def make_server(
 
 
 def run(settings: Settings) -> int:
-    """Serve until told to stop; returns the exit status."""
+    """Serve in this one process until told to stop; returns the exit status.
+    Several worker processes are the supervisor's (``workers.supervisor.serve``)."""
     # Before the app is made, so its own start-up lines are formatted too.
     log_config = logs.configure(settings)
-    if settings.workers > 1:
-        from voxrelay.workers import supervisor
-
-        return supervisor.serve(settings)
     make_server(settings, log_config=log_config, tune_gc=True).run()
     return 0

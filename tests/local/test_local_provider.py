@@ -36,7 +36,7 @@ from voxrelay.events import (
     TranscriptDone,
 )
 from voxrelay.providers import provider_factory
-from voxrelay.providers._speech import voice_for
+from voxrelay.providers._synthesis import voice_for
 from voxrelay.providers.base import HistoryMessage, SessionOptions
 from voxrelay.providers.local import LocalProvider
 

@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from voxrelay.audio import StreamResampler
-from voxrelay.client.conversation import Event, Options
+from voxrelay.client._events import Event, Options
 
 RATE = 24000  # the protocol's PCM16 rate
 

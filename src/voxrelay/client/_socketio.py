@@ -9,7 +9,7 @@ from typing import Any
 
 import socketio
 
-from voxrelay.client.conversation import Event, Options, decode
+from voxrelay.client._events import Event, Options, decode
 from voxrelay.client.http import ApiError, VoxrelayClient
 
 NAMESPACE = "/realtime"

@@ -51,6 +51,6 @@ def warm_up(settings: Settings) -> None:
     if settings.provider == "local":
         import threading
 
-        from voxrelay.providers._speech import decoder_pool
+        from voxrelay.providers._recognition import decoder_pool
 
         threading.Thread(target=decoder_pool().prewarm, name="asr-prewarm", daemon=True).start()

@@ -40,17 +40,10 @@ from voxrelay.events import (
     TranscriptDone,
 )
 from voxrelay.providers._chat import ChatError, SentenceSplitter, split_sentences, stream_chat
-from voxrelay.providers._speech import (
-    INPUT_RATE,
-    OUTPUT_RATE,
-    Recognizer,
-    TurnDetector,
-    asr_executor,
-    decoder_pool,
-    speakable,
-    synthesis_job,
-    tts_executor,
-)
+from voxrelay.providers._recognition import Recognizer, decoder_pool
+from voxrelay.providers._speech import INPUT_RATE, asr_executor, tts_executor
+from voxrelay.providers._synthesis import OUTPUT_RATE, speakable, synthesis_job
+from voxrelay.providers._turn_detection import TurnDetector
 from voxrelay.providers.base import EmitModelEvent, HistoryMessage, SessionOptions
 
 log = logging.getLogger(__name__)

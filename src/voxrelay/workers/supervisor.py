@@ -26,7 +26,10 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
+from voxrelay import logs
+from voxrelay.app import create_app
 from voxrelay.config import Settings
+from voxrelay.server import make_server
 from voxrelay.workers import Worker
 from voxrelay.workers.ownership import Ownership
 
@@ -57,6 +60,7 @@ def listening_socket(host: str, port: int, *, shared: bool = True) -> socket.soc
 
 def serve(settings: Settings) -> int:
     """Run ``settings.workers`` workers until told to stop; 0 after a clean stop."""
+    logs.configure(settings)  # the supervisor's own lines; each worker sets up its own
     # Not shared, and at once let go: a port already served (by another voxrelay
     # sharing its port too) fails here, once, instead of being silently shared.
     try:
@@ -123,10 +127,6 @@ def serve(settings: Settings) -> int:
 
 
 def _worker_main(settings: Settings, index: int, count: int, rundir: str, parent: int) -> None:
-    from voxrelay import logs
-    from voxrelay.app import create_app
-    from voxrelay.server import make_server
-
     logs.set_process_fields(worker=str(index))
     log_config = logs.configure(settings)
     worker = Worker(Ownership(index, count), Path(rundir))
