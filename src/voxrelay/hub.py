@@ -15,8 +15,9 @@ from voxrelay import metrics
 from voxrelay.config import Settings
 from voxrelay.errors import ApiError
 from voxrelay.events import ModelEvent
+from voxrelay.openai_realtime.protocol import RawListener
 from voxrelay.providers.base import HistoryMessage, Provider, ProviderError, SessionOptions
-from voxrelay.session import EndReason, LiveSession, RawListener, RawProvider, Session
+from voxrelay.session import EndReason, LiveSession, RawProvider, Session
 from voxrelay.store import Store
 from voxrelay.store.ids import CONVERSATION_PREFIX, SESSION_PREFIX
 from voxrelay.workers.ownership import SINGLE, Ownership

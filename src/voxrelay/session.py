@@ -48,6 +48,7 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
+from voxrelay.openai_realtime.protocol import RawListener
 from voxrelay.providers.base import Provider, TurnDetection
 from voxrelay.store import Store
 
@@ -60,10 +61,6 @@ Reads = Literal["all", "replays", "no_audio"]
 # An upstream complaint about cancelling when nothing is in progress is noise
 # to the client: the interrupt it asked for already holds.
 _QUIET_ERRORS = frozenset({"response_cancel_not_active"})
-
-
-# An upstream event, parsed and as it came (UTF-8 JSON).
-RawListener = Callable[[dict[str, Any], bytes], None]
 
 
 @runtime_checkable

@@ -13,8 +13,8 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -43,20 +43,24 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
+from voxrelay.openai_realtime.protocol import (
+    ASSISTANT_TEXT_DELTAS,
+    ASSISTANT_TEXT_DONE,
+    AUDIO_DELTAS,
+    ITEM_ID_MAX,
+    PCM_BETA,
+    PCM_GA,
+    SAMPLE_RATE,
+    Dialect,
+    RawListener,
+)
 from voxrelay.providers.base import EmitModelEvent, HistoryMessage, ProviderError, SessionOptions
 from voxrelay.ws_messages import WholeMessages
 
 log = logging.getLogger(__name__)
 
-Dialect = Literal["ga", "beta"]
-# An upstream event, parsed and as it came (UTF-8 JSON).
-RawListener = Callable[[dict[str, Any], bytes], None]
-
-SAMPLE_RATE = 24000
 # Older (api-version) Azure deployments reliably offer whisper-1 for input transcription.
 _TRANSCRIBE_MODEL: dict[Dialect, str] = {"ga": "gpt-4o-mini-transcribe", "beta": "whisper-1"}
-# OpenAI rejects longer client-chosen item ids.
-_ITEM_ID_MAX = 32
 _STATUS: dict[str, ResponseStatus] = {"completed": "completed", "cancelled": "cancelled"}
 _STATUS_HINTS = {
     401: " (check the API key)",
@@ -180,15 +184,15 @@ class RealtimeProvider:
         if self.dialect == "beta":
             session = {
                 "modalities": ["text", "audio"],
-                "input_audio_format": "pcm16",
-                "output_audio_format": "pcm16",
+                "input_audio_format": PCM_BETA,
+                "output_audio_format": PCM_BETA,
                 "input_audio_transcription": transcription,
                 "turn_detection": turn_detection,
             }
             if options.voice:
                 session["voice"] = options.voice
         else:
-            output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": SAMPLE_RATE}}
+            output: dict[str, Any] = {"format": dict(PCM_GA)}
             if options.voice:
                 output["voice"] = options.voice
             session = {
@@ -196,7 +200,7 @@ class RealtimeProvider:
                 "output_modalities": ["audio"],
                 "audio": {
                     "input": {
-                        "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
+                        "format": dict(PCM_GA),
                         "transcription": transcription,
                         "turn_detection": turn_detection,
                     },
@@ -405,35 +409,18 @@ class _Link(WSListener):
             transport.disconnect(graceful=False)
 
 
-_ASSISTANT_DELTA = frozenset(
-    {
-        "response.output_audio_transcript.delta",
-        "response.audio_transcript.delta",
-        "response.output_text.delta",
-        "response.text.delta",
-    }
-)
-# Done event -> the field holding the full text.
-_ASSISTANT_DONE = {
-    "response.output_audio_transcript.done": "transcript",
-    "response.audio_transcript.done": "transcript",
-    "response.output_text.done": "text",
-    "response.text.done": "text",
-}
-
-
 def _map(event: dict[str, Any]) -> ModelEvent | None:
     """One upstream event (either dialect) as an internal event, or None to ignore it."""
     kind = event.get("type")
-    if kind in ("response.output_audio.delta", "response.audio.delta"):
+    if kind in AUDIO_DELTAS:
         delta = event["delta"]
         if not isinstance(delta, str):
             raise TypeError("delta is not base64 text")
         return AudioDelta(event["response_id"], event["item_id"], encoded=delta)
-    if kind in _ASSISTANT_DELTA:
+    if kind in ASSISTANT_TEXT_DELTAS:
         return TranscriptDelta("assistant", event["item_id"], event["delta"])
-    if kind in _ASSISTANT_DONE:
-        return TranscriptDone("assistant", event["item_id"], event[_ASSISTANT_DONE[kind]])
+    if kind in ASSISTANT_TEXT_DONE:
+        return TranscriptDone("assistant", event["item_id"], event[ASSISTANT_TEXT_DONE[kind]])
     if kind == "input_audio_buffer.speech_started":
         return SpeechStarted(event["item_id"])
     if kind == "input_audio_buffer.speech_stopped":
@@ -464,9 +451,9 @@ def _map(event: dict[str, Any]) -> ModelEvent | None:
 
 
 def _upstream_item_id(item_id: str) -> str:
-    if len(item_id) <= _ITEM_ID_MAX:
+    if len(item_id) <= ITEM_ID_MAX:
         return item_id
-    return "vr_" + hashlib.sha256(item_id.encode()).hexdigest()[: _ITEM_ID_MAX - 3]
+    return "vr_" + hashlib.sha256(item_id.encode()).hexdigest()[: ITEM_ID_MAX - 3]
 
 
 def _redacted(url: str) -> str:

@@ -2,8 +2,8 @@
 
 An unmodified OpenAI SDK pointed at this server, with a device token as its API key,
 holds a conversation. Clients speak either dialect of the protocol (GA, or beta with
-``OpenAI-Beta: realtime=v1``); ``realtime_dialects`` translates between theirs and the
-upstream's. Two modes, chosen by the session's provider:
+``OpenAI-Beta: realtime=v1``); ``voxrelay.openai_realtime`` translates between theirs and
+the upstream's. Two modes, chosen by the session's provider:
 
 - **Pass-through** (``openai``, ``azure``: the provider has a raw pass-through). Client
   events go upstream as they are, bar the settings the server owns (audio formats,
@@ -40,20 +40,23 @@ from voxrelay.config import Settings
 from voxrelay.errors import ApiError
 from voxrelay.eventlog import Event, ReplayGap
 from voxrelay.hub import SessionHub
+from voxrelay.openai_realtime.errors import error_event
+from voxrelay.openai_realtime.item_shapes import input_text
+from voxrelay.openai_realtime.protocol import (
+    AUDIO_DELTAS,
+    CLIENT_EVENTS,
+    ITEM_ID_MAX,
+    PCM_GA,
+    SAMPLE_RATE,
+    Dialect,
+)
+from voxrelay.openai_realtime.server_owned import own_response_params, own_session_update
+from voxrelay.openai_realtime.session_shapes import session_to_beta
+from voxrelay.openai_realtime.translation import client_event, server_event
 from voxrelay.providers.base import SessionOptions
 from voxrelay.session import Reads, Session, SessionEnded, new_item_id
 from voxrelay.store import Store
 from voxrelay.transports.http import start_session
-from voxrelay.transports.realtime_dialects import (
-    CLIENT_EVENTS,
-    PCM_BETA,
-    PCM_GA,
-    SAMPLE_RATE,
-    Dialect,
-    client_event,
-    server_event,
-    session_to_beta,
-)
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -151,26 +154,6 @@ def _token(websocket: WebSocket, offered: list[str]) -> str | None:
         if protocol.startswith(_KEY_PROTOCOL) and len(protocol) > len(_KEY_PROTOCOL):
             return protocol.removeprefix(_KEY_PROTOCOL)
     return websocket.query_params.get("access_token") or None
-
-
-def error_event(
-    code: str,
-    message: str,
-    *,
-    kind: str = "invalid_request_error",
-    client_event_id: str | None = None,
-) -> dict[str, Any]:
-    """An OpenAI ``error`` server event (the same in both dialects)."""
-    return {
-        "type": "error",
-        "error": {
-            "type": kind,
-            "code": code,
-            "message": message,
-            "param": None,
-            "event_id": client_event_id,
-        },
-    }
 
 
 # -- one connection --------------------------------------------------------------------------
@@ -559,7 +542,7 @@ class _PassThrough:
             if kind == "error":
                 self._release()
             return
-        audio = event.get("type") in _AUDIO_DELTAS
+        audio = event.get("type") in AUDIO_DELTAS
         received_at = time.monotonic() if audio else 0.0
         if self.upstream == self.link.dialect and "event_id" in event:
             # Nothing to translate: the upstream's own words, not encoded again.
@@ -622,7 +605,7 @@ class _PassThrough:
             return
         if item.get("type", "message") != "message":
             return
-        text = _input_text(item)
+        text = input_text(item)
         if not text.strip():
             return
         item = dict(item)
@@ -630,12 +613,10 @@ class _PassThrough:
         if not isinstance(item_id, str) or not item_id:
             item_id = item["id"] = new_item_id()
             event["item"] = item
-        if len(item_id) <= _UPSTREAM_ITEM_ID_MAX:  # longer ids the upstream refuses
+        if len(item_id) <= ITEM_ID_MAX:  # longer ids the upstream refuses
             await session.add_user_text(item_id, text)
 
 
-_UPSTREAM_ITEM_ID_MAX = 32
-_AUDIO_DELTAS = frozenset({"response.output_audio.delta", "response.audio.delta"})
 # How long a new pass-through connection waits for the upstream to apply the server's
 # settings before it opens with the session as it stands.
 _SETTLE_SECONDS = 3.0
@@ -643,74 +624,6 @@ _SETTLE_SECONDS = 3.0
 
 def _obj(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _input_text(item: Mapping[str, Any]) -> str:
-    parts = item.get("content")
-    if not isinstance(parts, list):
-        return ""
-    texts = [
-        str(part.get("text") or "")
-        for part in parts
-        if isinstance(part, Mapping) and part.get("type") == "input_text"
-    ]
-    return " ".join(t for t in texts if t)
-
-
-def own_session_update(
-    session: Mapping[str, Any], dialect: Dialect, transcription_model: str | None
-) -> dict[str, Any]:
-    """A client's ``session.update`` (in the upstream's dialect) minus what the server
-    owns: the model is dropped; audio formats stay PCM16 at 24 kHz; input transcription
-    stays on with the server's model (the client may set its language, prompt and other
-    options)."""
-    out = dict(session)
-    out.pop("model", None)
-    if dialect == "ga":
-        out["type"] = "realtime"
-        audio = out.get("audio")
-        if isinstance(audio, Mapping):
-            audio = dict(audio)
-            for side in ("input", "output"):
-                part = audio.get(side)
-                if not isinstance(part, Mapping):
-                    continue
-                part = dict(part)
-                if "format" in part:
-                    part["format"] = dict(PCM_GA)
-                if side == "input" and "transcription" in part:
-                    _own_transcription(part, "transcription", transcription_model)
-                audio[side] = part
-            out["audio"] = audio
-    else:
-        out.pop("client_secret", None)
-        for key in ("input_audio_format", "output_audio_format"):
-            if key in out:
-                out[key] = PCM_BETA
-        if "input_audio_transcription" in out:
-            _own_transcription(out, "input_audio_transcription", transcription_model)
-    return out
-
-
-def _own_transcription(holder: dict[str, Any], key: str, model: str | None) -> None:
-    if model is None:
-        holder.pop(key)  # the upstream keeps what the server set
-        return
-    chosen = holder[key]
-    holder[key] = {**(dict(chosen) if isinstance(chosen, Mapping) else {}), "model": model}
-
-
-def own_response_params(params: Mapping[str, Any], dialect: Dialect) -> dict[str, Any]:
-    """``response.create`` parameters minus a different output audio format."""
-    out = dict(params)
-    if dialect == "beta":
-        out.pop("output_audio_format", None)
-        return out
-    audio = out.get("audio")
-    if isinstance(audio, Mapping) and isinstance(audio.get("output"), Mapping):
-        output = {k: v for k, v in audio["output"].items() if k != "format"}
-        out["audio"] = {**audio, "output": output}
-    return out
 
 
 # -- server-speaks-the-protocol mode -----------------------------------------------------------
@@ -945,7 +858,7 @@ class _Speaker:
                 "invalid_event", "conversation.item.create needs an 'item'", about=event
             )
             return
-        text = _input_text(item)
+        text = input_text(item)
         if item.get("type", "message") != "message" or item.get("role") != "user" or not text:
             self.link.error(
                 "unsupported_item",
