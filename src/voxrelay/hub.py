@@ -16,8 +16,14 @@ from voxrelay.config import Settings
 from voxrelay.errors import ApiError
 from voxrelay.events import ModelEvent
 from voxrelay.openai_realtime.protocol import RawListener
-from voxrelay.providers.base import HistoryMessage, Provider, ProviderError, SessionOptions
-from voxrelay.session import EndReason, LiveSession, RawProvider, Session
+from voxrelay.providers.base import (
+    HistoryMessage,
+    Provider,
+    ProviderError,
+    RawProvider,
+    SessionOptions,
+)
+from voxrelay.session import EndReason, LiveSession, Session
 from voxrelay.store import Store
 from voxrelay.store.ids import CONVERSATION_PREFIX, SESSION_PREFIX
 from voxrelay.workers.ownership import SINGLE, Ownership

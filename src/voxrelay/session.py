@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol
 
 from voxrelay import logs, metrics
 from voxrelay.audio import StreamResampler, duration_ms
@@ -49,7 +49,7 @@ from voxrelay.events import (
     TranscriptDone,
 )
 from voxrelay.openai_realtime.protocol import RawListener
-from voxrelay.providers.base import Provider, TurnDetection
+from voxrelay.providers.base import Provider, RawProvider, TurnDetection
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -61,20 +61,6 @@ Reads = Literal["all", "replays", "no_audio"]
 # An upstream complaint about cancelling when nothing is in progress is noise
 # to the client: the interrupt it asked for already holds.
 _QUIET_ERRORS = frozenset({"response_cancel_not_active"})
-
-
-@runtime_checkable
-class RawProvider(Protocol):
-    """A provider that speaks the OpenAI Realtime protocol upstream (openai, azure):
-    ``on_raw`` sees every upstream event, parsed and as it came, ``send_raw`` sends one as is,
-    and ``dialect`` (``"ga"`` or ``"beta"``) says which names and shapes it uses."""
-
-    on_raw: RawListener | None
-
-    @property
-    def dialect(self) -> str: ...
-
-    async def send_raw(self, event: Mapping[str, Any]) -> None: ...
 
 
 class SessionEnded(Exception):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from voxrelay.events import ModelEvent, Role
+from voxrelay.openai_realtime.protocol import RawListener
 
 TurnDetection = Literal["server_vad", "manual"]
 # Where a provider delivers its events.
@@ -70,3 +71,17 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class RawProvider(Protocol):
+    """A provider that speaks the OpenAI Realtime protocol upstream (openai, azure):
+    ``on_raw`` sees every upstream event, parsed and as it came, ``send_raw`` sends one as is,
+    and ``dialect`` (``"ga"`` or ``"beta"``) says which names and shapes it uses."""
+
+    on_raw: RawListener | None
+
+    @property
+    def dialect(self) -> str: ...
+
+    async def send_raw(self, event: Mapping[str, Any]) -> None: ...
