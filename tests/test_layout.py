@@ -101,3 +101,9 @@ def test_the_graph_sees_the_imports_it_should() -> None:
     # The checks above mean something only if imports are found at all.
     assert "voxrelay.sessions.session" in GRAPH["voxrelay.sessions.registry"]
     assert "voxrelay.sessions.directory" in GRAPH["voxrelay.sessions"]
+
+
+def test_modules_stay_small() -> None:
+    # One idea per module: the median module reads in a sitting.
+    sizes = sorted(len(path.read_text().splitlines()) for path in MODULES.values())
+    assert sizes[len(sizes) // 2] <= 150, sizes

@@ -13,13 +13,9 @@ import pytest
 from fakes.openai_realtime import FakeRealtimeServer, sine_pcm, validate_event
 from websockets.asyncio.client import connect
 
-from voxrelay.transports.openai_ws import own_response_params, own_session_update
-from voxrelay.transports.realtime_dialects import (
-    client_event,
-    server_event,
-    session_to_beta,
-    session_to_ga,
-)
+from voxrelay.openai_realtime.server_owned import own_response_params, own_session_update
+from voxrelay.openai_realtime.session_shapes import session_to_beta, session_to_ga
+from voxrelay.openai_realtime.translation import client_event, server_event
 
 OTHER = {"ga": "beta", "beta": "ga"}
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from voxrelay.events import ModelEvent, Role
+from voxrelay.openai_realtime.protocol import RawListener
 
 TurnDetection = Literal["server_vad", "manual"]
 # Where a provider delivers its events.
@@ -71,10 +72,6 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-# An upstream event, parsed and as it came (UTF-8 JSON).
-RawListener = Callable[[dict[str, Any], bytes], None]
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -32,44 +32,29 @@ from picows import (
 
 from voxrelay.config import Settings
 from voxrelay.events import (
-    AudioDelta,
-    InputCommitted,
     ModelError,
-    ModelEvent,
-    ResponseDone,
-    ResponseStarted,
-    ResponseStatus,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptDelta,
-    TranscriptDone,
 )
-from voxrelay.providers.base import (
-    EmitModelEvent,
-    HistoryMessage,
-    ProviderError,
+from voxrelay.openai_realtime.model_events import model_event
+from voxrelay.openai_realtime.protocol import (
+    ITEM_ID_MAX,
+    PCM_BETA,
+    PCM_GA,
+    SAMPLE_RATE,
+    Dialect,
     RawListener,
-    SessionOptions,
 )
+from voxrelay.providers.base import EmitModelEvent, HistoryMessage, ProviderError, SessionOptions
 from voxrelay.ws_messages import WholeMessages
 
 log = logging.getLogger(__name__)
 
-Dialect = Literal["ga", "beta"]
-
-SAMPLE_RATE = 24000
 # Older (api-version) Azure deployments reliably offer whisper-1 for input transcription.
 _TRANSCRIBE_MODEL: dict[Dialect, str] = {"ga": "gpt-4o-mini-transcribe", "beta": "whisper-1"}
-# OpenAI rejects longer client-chosen item ids.
-_ITEM_ID_MAX = 32
-_STATUS: dict[str, ResponseStatus] = {"completed": "completed", "cancelled": "cancelled"}
 _STATUS_HINTS = {
     401: " (check the API key)",
     403: " (check the API key)",
     404: " (check the endpoint, model or deployment)",
 }
-# A cancel that races the natural end of a response; nothing was lost.
-_BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
 # Keepalive pings while the upstream is silent; a link that stops answering is lost.
 _PING_IDLE_SECONDS = 20.0
 _MAX_MESSAGE_BYTES = 64 << 20
@@ -189,15 +174,15 @@ class RealtimeProvider:
         if self.dialect == "beta":
             session = {
                 "modalities": ["text", "audio"],
-                "input_audio_format": "pcm16",
-                "output_audio_format": "pcm16",
+                "input_audio_format": PCM_BETA,
+                "output_audio_format": PCM_BETA,
                 "input_audio_transcription": transcription,
                 "turn_detection": turn_detection,
             }
             if options.voice:
                 session["voice"] = options.voice
         else:
-            output: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": SAMPLE_RATE}}
+            output: dict[str, Any] = {"format": dict(PCM_GA)}
             if options.voice:
                 output["voice"] = options.voice
             session = {
@@ -205,7 +190,7 @@ class RealtimeProvider:
                 "output_modalities": ["audio"],
                 "audio": {
                     "input": {
-                        "format": {"type": "audio/pcm", "rate": SAMPLE_RATE},
+                        "format": dict(PCM_GA),
                         "transcription": transcription,
                         "turn_detection": turn_detection,
                     },
@@ -320,7 +305,7 @@ class RealtimeProvider:
             return
         self._raw(event, message)
         try:
-            mapped = _map(event)
+            mapped = model_event(event)
         except (KeyError, TypeError, ValueError):
             # One malformed event should not end a conversation.
             log.warning("%s realtime: ignoring malformed %r event", self.name, event.get("type"))
@@ -438,68 +423,10 @@ class _Link(WSListener):
             transport.disconnect(graceful=False)
 
 
-_ASSISTANT_DELTA = frozenset(
-    {
-        "response.output_audio_transcript.delta",
-        "response.audio_transcript.delta",
-        "response.output_text.delta",
-        "response.text.delta",
-    }
-)
-# Done event -> the field holding the full text.
-_ASSISTANT_DONE = {
-    "response.output_audio_transcript.done": "transcript",
-    "response.audio_transcript.done": "transcript",
-    "response.output_text.done": "text",
-    "response.text.done": "text",
-}
-
-
-def _map(event: dict[str, Any]) -> ModelEvent | None:
-    """One upstream event (either dialect) as an internal event, or None to ignore it."""
-    kind = event.get("type")
-    if kind in ("response.output_audio.delta", "response.audio.delta"):
-        delta = event["delta"]
-        if not isinstance(delta, str):
-            raise TypeError("delta is not base64 text")
-        return AudioDelta(event["response_id"], event["item_id"], encoded=delta)
-    if kind in _ASSISTANT_DELTA:
-        return TranscriptDelta("assistant", event["item_id"], event["delta"])
-    if kind in _ASSISTANT_DONE:
-        return TranscriptDone("assistant", event["item_id"], event[_ASSISTANT_DONE[kind]])
-    if kind == "input_audio_buffer.speech_started":
-        return SpeechStarted(event["item_id"])
-    if kind == "input_audio_buffer.speech_stopped":
-        return SpeechStopped(event["item_id"])
-    if kind == "input_audio_buffer.committed":
-        return InputCommitted(event["item_id"])
-    if kind == "conversation.item.input_audio_transcription.delta":
-        delta = event.get("delta")
-        return TranscriptDelta("user", event["item_id"], delta) if delta else None
-    if kind == "conversation.item.input_audio_transcription.completed":
-        return TranscriptDone("user", event["item_id"], event["transcript"])
-    if kind == "conversation.item.input_audio_transcription.failed":
-        error = event.get("error") or {}
-        code = error.get("code") or "transcription_failed"
-        return ModelError(code, error.get("message") or "input transcription failed")
-    if kind == "response.created":
-        return ResponseStarted(event["response"]["id"])
-    if kind == "response.done":
-        response = event["response"]
-        return ResponseDone(response["id"], _STATUS.get(response.get("status"), "failed"))
-    if kind == "error":
-        error = event.get("error") or {}
-        code = error.get("code") or error.get("type") or "error"
-        if code in _BENIGN_ERRORS:
-            return None
-        return ModelError(code, error.get("message") or "")
-    return None
-
-
 def _upstream_item_id(item_id: str) -> str:
-    if len(item_id) <= _ITEM_ID_MAX:
+    if len(item_id) <= ITEM_ID_MAX:
         return item_id
-    return "vr_" + hashlib.sha256(item_id.encode()).hexdigest()[: _ITEM_ID_MAX - 3]
+    return "vr_" + hashlib.sha256(item_id.encode()).hexdigest()[: ITEM_ID_MAX - 3]
 
 
 def _redacted(url: str) -> str:

@@ -1,0 +1,19 @@
+"""How ``/v1/realtime`` closes a connection, and which of a client's closes end its
+conversation."""
+
+from __future__ import annotations
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_INVALID = 4400
+CLOSE_FOR_REASON = {
+    "client_end": 1000,
+    "idle_timeout": 1000,
+    "server_shutdown": 1012,
+    "upstream_failed": 1011,
+}
+# Close codes a client sends when it is done: the conversation ends at once. Any other
+# ending (a lost link) leaves the session its grace period, waiting for a reconnect.
+# Not 1005: uvicorn reports a link lost without a close frame the same way as a
+# close frame without a code, and a lost link must keep its grace period.
+CLIENT_DONE = frozenset({1000, 1001})
