@@ -24,7 +24,8 @@ from voxrelay.openai_realtime.protocol import (
 )
 
 _STATUS: dict[str, ResponseStatus] = {"completed": "completed", "cancelled": "cancelled"}
-# A cancel that races the natural end of a response; nothing was lost.
+# A cancel that races the natural end of a response: nothing was lost, and the
+# interrupt the client asked for already holds.
 _BENIGN_ERRORS = frozenset({"response_cancel_not_active"})
 
 

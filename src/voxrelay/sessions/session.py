@@ -55,9 +55,6 @@ from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
 
-# An upstream complaint about cancelling when nothing is in progress is noise
-# to the client: the interrupt it asked for already holds.
-_QUIET_ERRORS = frozenset({"response_cancel_not_active"})
 
 
 class Session:
@@ -400,7 +397,7 @@ class Session:
             self.log.append("response_started", {"responseId": event.response_id})
         elif isinstance(event, ResponseDone):
             self._on_response_done(event)
-        elif isinstance(event, ModelError) and event.code not in _QUIET_ERRORS:
+        elif isinstance(event, ModelError):
             self._publish_error(event.code, event.message)
 
     def _on_audio(self, event: AudioDelta) -> None:
