@@ -7,7 +7,7 @@ import pytest
 
 from voxrelay import exceptions
 from voxrelay.errors import http_status
-from voxrelay.workers.channel import error_from, error_header
+from voxrelay.links.channel import error_from, error_header
 
 CASES = [
     (exceptions.Unauthorized("no token"), 401, "unauthorized"),

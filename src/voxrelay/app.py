@@ -11,8 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from redis.exceptions import RedisError
 
 from voxrelay import __version__, metrics
+from voxrelay.cluster import Cluster
 from voxrelay.config import Settings
 from voxrelay.errors import error_body, install_error_handlers
 from voxrelay.providers import provider_factory, warm_up
@@ -23,7 +25,7 @@ from voxrelay.store.ids import SESSION_PREFIX
 from voxrelay.transports import http, openai_ws, socketio
 from voxrelay.workers import Worker
 from voxrelay.workers.link import Peers
-from voxrelay.workers.ownership import SINGLE
+from voxrelay.workers.ownership import SINGLE, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await Store.open(settings.database_url)
-        # One worker of several tidies only the sessions it would own: every id has one
-        # owner, and the others may already be serving theirs.
-        stale = await store.end_stale_sessions(
-            "server_shutdown", only=ownership.owns if worker is not None else None
-        )
-        if stale:
-            log.info("marked %d sessions of an earlier run as ended", stale)
         redis = None
         if settings.redis_url:
             from redis.asyncio import Redis
@@ -57,17 +52,24 @@ def create_app(
         if make_provider is None:
             warm_up(settings)
         registry = Registry(store, settings, factory, lambda: ownership.new_id(SESSION_PREFIX))
+        log_bounds: dict[str, Any] = {
+            "log_keep_seconds": max(settings.grace_seconds, 1.0),
+            "log_max_bytes": settings.replay_max_bytes,
+        }
         peers = None
         elsewhere: Elsewhere = ONLY_HERE
         if worker is not None:
-            peers = elsewhere = Peers(
-                ownership,
-                worker.rundir,
-                registry,
-                log_keep_seconds=max(settings.grace_seconds, 1.0),
-                log_max_bytes=settings.replay_max_bytes,
-            )
+            peers = elsewhere = Peers(ownership, worker.rundir, registry, **log_bounds)
             await peers.listen()
+        cluster = None
+        if redis is not None:
+            # Several nodes: every process is a member, its sessions held by lease.
+            cluster = elsewhere = Cluster(
+                redis, registry, ownership, lease_seconds=settings.lease_seconds, **log_bounds
+            )
+        await _end_stale_sessions(store, cluster, ownership if worker is not None else None)
+        if cluster is not None:
+            await cluster.join()
         app.state.store, app.state.registry, app.state.redis = store, registry, redis
         app.state.directory = Directory(store, registry, elsewhere)
         app.state.peers = peers
@@ -76,6 +78,8 @@ def create_app(
             yield
         finally:
             await registry.end_all("server_shutdown")
+            if cluster is not None:
+                await cluster.leave()
             if peers is not None:
                 await peers.close()
             if redis is not None:
@@ -129,3 +133,24 @@ def create_app(
         return Response(body, media_type=metrics.CONTENT_TYPE)
 
     return app
+
+
+async def _end_stale_sessions(
+    store: Store, cluster: Cluster | None, ownership: Ownership | None
+) -> None:
+    """Mark the sessions an earlier run left active as ended: with several nodes, only
+    those no live member holds; with several workers, only those this worker would
+    own (every id has one owner, and the others may already be serving theirs)."""
+    only: Callable[[str], bool] | None = ownership.owns if ownership is not None else None
+    if cluster is not None:
+        active = await store.active_session_ids()
+        try:
+            holders = await cluster.leases.holders(active)
+        except RedisError as error:
+            log.warning("not tidying earlier sessions: Redis does not answer: %s", error)
+            return
+        unheld = {sid for sid, holder in zip(active, holders, strict=True) if holder is None}
+        only = unheld.__contains__
+    stale = await store.end_stale_sessions("server_shutdown", only=only)
+    if stale:
+        log.info("marked %d sessions of an earlier run as ended", stale)

@@ -18,6 +18,7 @@ _SERVE_FLAGS = (
     "port",
     "database_url",
     "redis_url",
+    "lease_seconds",
     "provider",
     "workers",
     "grace_seconds",

@@ -28,6 +28,9 @@ class Settings:
     port: int = 8000
     database_url: str = "sqlite+aiosqlite:///./voxrelay.db"
     redis_url: str | None = None
+    # With Redis: how long a node's hold on its sessions outlives its last renewal
+    # (renewed every third of it); a node that dies lets go within this time.
+    lease_seconds: float = 5.0
     provider: str = "local"
     # Worker processes sharing the port; each session lives in one of them.
     workers: int = 1

@@ -74,16 +74,15 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
-@runtime_checkable
-class RawProvider(Provider, Protocol):
-    """A provider that speaks the OpenAI Realtime protocol upstream (openai, azure) and
-    lends its own events to the OpenAI-compatible WebSocket's pass-through.
+class RawEvents(Protocol):
+    """An OpenAI-protocol upstream's own events, as the compatible WebSocket's
+    pass-through reads them (here, or mirrored from the process holding the link).
 
     ``dialect`` (``"ga"`` or ``"beta"``) says which names and shapes it uses;
     ``raw_session`` is the upstream's latest session object (``session.created`` /
     ``session.updated``), ``raw_session_settled`` true once the upstream has answered the
     server's own ``session.update``; ``raw_events`` subscribes to every upstream event
-    while its block runs; ``send_raw`` sends one as it is."""
+    while its block runs."""
 
     dialect: str
     transcription_model: str
@@ -91,5 +90,11 @@ class RawProvider(Provider, Protocol):
     raw_session_settled: bool
 
     def raw_events(self, listener: RawListener) -> contextlib.AbstractContextManager[None]: ...
+
+
+@runtime_checkable
+class RawProvider(Provider, RawEvents, Protocol):
+    """A provider that speaks the OpenAI Realtime protocol upstream (openai, azure):
+    its own events (``RawEvents``), and ``send_raw`` to send one as it is."""
 
     async def send_raw(self, event: Mapping[str, Any]) -> None: ...

@@ -71,8 +71,13 @@ class Directory:
             user_id, conversation_id, input_rate, output_rate, options, join_active
         )
         session: LiveSession
-        if self._elsewhere.owns(conversation_id):
-            session, new = await self._registry.start(request)
+        if await self._elsewhere.here(conversation_id, claim=True):
+            try:
+                session, new = await self._registry.start(request)
+            except BaseException:
+                if self._registry.for_conversation(conversation_id) is None:
+                    await self._elsewhere.release(conversation_id)
+                raise
         else:
             session, new = await self._elsewhere.start(request)
         logs.bind(conversation_id=session.conversation_id, session_id=session.id)
@@ -81,7 +86,7 @@ class Directory:
     async def session(self, session_id: str, user_id: str) -> LiveSession | None:
         """The user's active session with this id, or None (an ended one, or another
         user's, is no different from one that never was)."""
-        if self._elsewhere.owns(session_id):
+        if await self._elsewhere.here(session_id):
             found: LiveSession | None = self._registry.get(session_id)
         else:
             found = await self._elsewhere.find(session_id=session_id)
@@ -110,7 +115,7 @@ class Directory:
             await self.conversation(conversation_id, user_id)
 
     async def _live(self, conversation_id: str) -> LiveSession | None:
-        if self._elsewhere.owns(conversation_id):
+        if await self._elsewhere.here(conversation_id):
             return self._registry.for_conversation(conversation_id)
         return await self._elsewhere.find(conversation_id=conversation_id)
 
@@ -122,6 +127,6 @@ class Directory:
 
     async def at_owner(self, key: str, name: str, args: dict[str, Any]) -> Any:
         """Run the call ``name`` in the process that owns ``key`` (a conversation id)."""
-        if self._elsewhere.owns(key):
+        if await self._elsewhere.here(key):
             return await self._registry.calls[name](args)
         return await self._elsewhere.call(key, name, args)

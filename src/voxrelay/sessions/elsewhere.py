@@ -4,8 +4,9 @@ A session lives in the process that holds its upstream link. The directory is
 given one ``Elsewhere`` that says which ids this process owns and reaches the
 owner of every other one, the way python-socketio's server is given its client
 manager: ``ONLY_HERE`` for a single process, the workers' link
-(``workers.link.Peers``) for several workers behind one port. The session core
-never knows which one it runs under.
+(``workers.link.Peers``) for several workers behind one port, Redis
+(``cluster.Cluster``) for several nodes. The session core never knows which one
+it runs under.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from voxrelay.sessions.live import LiveSession, StartRequest
 
 
 class Elsewhere(Protocol):
-    def owns(self, key: str) -> bool:
-        """Whether the session of a conversation (or a session) with this id lives here."""
+    async def here(self, key: str, *, claim: bool = False) -> bool:
+        """Whether the session of a conversation (or the session) with this id lives
+        here. With ``claim``, a conversation whose session no process holds is taken
+        for this one, at once for every other asking: its session opens here."""
+        ...
+
+    async def release(self, key: str) -> None:
+        """Give back a claimed conversation whose session did not open here after all."""
         ...
 
     def new_id(self, prefix: str) -> str:
@@ -45,8 +52,11 @@ class Elsewhere(Protocol):
 class _OnlyHere:
     """One process: every id is its own, and there is nobody else to ask."""
 
-    def owns(self, key: str) -> bool:
+    async def here(self, key: str, *, claim: bool = False) -> bool:
         return True
+
+    async def release(self, key: str) -> None:
+        return None
 
     def new_id(self, prefix: str) -> str:
         return prefix + secrets.token_hex(12)

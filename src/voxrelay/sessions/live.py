@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from voxrelay.eventlog import EventLog
-from voxrelay.providers.base import SessionOptions, TurnDetection
+from voxrelay.eventlog import Event, EventLog
+from voxrelay.providers.base import RawEvents, SessionOptions, TurnDetection
 
 EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
 # What a listener reads from the log (``LiveSession.attached``).
@@ -53,11 +54,18 @@ class LiveSession(Protocol):
     turn_detection: TurnDetection
     status: Literal["active", "ended"]
     log: EventLog
+    # ``conversation_started``: what every listener gets first.
+    opening: Event
 
     @property
     def active(self) -> bool: ...
 
-    def attached(self, *, reads: Reads = "all") -> contextlib.AbstractContextManager[None]: ...
+    def attached(
+        self, *, reads: Reads = "all", after: int | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Count a listener while the block runs; ``after``: the id a replaying listener
+        reads on from (re-read ``log`` inside the block)."""
+        ...
 
     async def send_audio(
         self, pcm: bytes, rate: int | None = None, *, transport: str = "", received_at: float = 0.0
@@ -68,6 +76,25 @@ class LiveSession(Protocol):
     async def send_text(self, text: str, item_id: str | None = None) -> str: ...
 
     async def interrupt(self, played_ms: int | None = None) -> None: ...
+
+    async def add_user_text(self, item_id: str, text: str) -> None:
+        """Store and publish a typed user message the client sends upstream itself."""
+        ...
+
+    async def note_heard(self, item_id: str, played_ms: int) -> None:
+        """Cut a stored answer to what was heard, telling nothing upstream."""
+        ...
+
+    @property
+    def raw(self) -> RawEvents | None:
+        """The upstream's own events, for an OpenAI-protocol provider; else None."""
+        ...
+
+    async def send_raw(
+        self, event: Mapping[str, Any], *, transport: str = "", received_at: float = 0.0
+    ) -> None:
+        """Send an upstream event as it is, in order with every other request."""
+        ...
 
     async def end(self, reason: EndReason) -> None: ...
 

@@ -47,7 +47,8 @@ class Registry:
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
         self._closing = False
         self.calls: dict[str, OwnerCall] = {}
-        # Called with each session once it has ended.
+        # Called with each session once it has opened, and once it has ended.
+        self.on_started: list[Callable[[Session], None]] = []
         self.on_ended: list[Callable[[Session], None]] = []
 
     def get(self, session_id: str) -> Session | None:
@@ -144,6 +145,8 @@ class Registry:
         self._sessions[session.id] = session
         self._by_conversation[conversation_id] = session
         session.start()
+        for hook in self.on_started:
+            hook(session)
         metrics.SESSIONS_STARTED.inc()
         metrics.ACTIVE_SESSIONS.inc()
         log.info(

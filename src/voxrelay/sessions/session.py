@@ -56,7 +56,6 @@ from voxrelay.store import Store
 log = logging.getLogger(__name__)
 
 
-
 class Session:
     def __init__(
         self,
@@ -102,7 +101,8 @@ class Session:
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         self._opened_at = time.monotonic()
-        self.log.append(
+        # Every listener gets it first, however long ago the log dropped it.
+        self.opening = self.log.append(
             "conversation_started",
             {
                 "conversationId": conversation_id,
@@ -185,7 +185,9 @@ class Session:
         """Call ``on_active`` when a first listener comes, ``on_idle`` when the last leaves."""
         self._listeners.on_active, self._listeners.on_idle = on_active, on_idle
 
-    def attached(self, *, reads: Reads = "all") -> contextlib.AbstractContextManager[None]:
+    def attached(
+        self, *, reads: Reads = "all", after: int | None = None
+    ) -> contextlib.AbstractContextManager[None]:
         """Count a listener or an upload in progress while the block runs: the session
         is not idle.
 
@@ -193,7 +195,8 @@ class Session:
         everything and, after a reconnect, what it missed (``replays``: an SSE stream),
         or nothing of the audio (``no_audio``: an upload, or a pass-through WebSocket,
         which hears the upstream's own audio events). Answer audio goes into the log
-        only while someone may read it there."""
+        only while someone may read it there. ``after`` (where a replaying listener
+        starts) matters only to a session mirrored from elsewhere."""
         return self._listeners.attached(reads)
 
     @property

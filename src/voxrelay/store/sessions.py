@@ -77,6 +77,12 @@ class SessionStore(StoreBase):
                 .execution_options(synchronize_session=False)
             )
 
+    async def active_session_ids(self) -> list[str]:
+        """Every session still marked active."""
+        async with self._session.begin() as s:
+            found = await s.scalars(select(SessionRow.id).where(SessionRow.status == "active"))
+            return list(found)
+
     async def end_stale_sessions(
         self, reason: str = "server_shutdown", *, only: Callable[[str], bool] | None = None
     ) -> int:

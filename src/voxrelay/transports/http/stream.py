@@ -82,21 +82,20 @@ async def _write_events(
     session: LiveSession, last_event_id: int | None, write: Write, *, fresh: bool
 ) -> None:
     """Project the session's log onto an SSE stream, from the right place."""
-    log = session.log
     latency = metrics.DOWNSTREAM_LATENCY["sse"]
     streams = metrics.ACTIVE_STREAMS.labels(transport="sse")
-    with session.attached(reads="replays"), streams.track_inprogress():
-        if last_event_id is not None:
-            after = min(last_event_id, log.last_id)
-        elif fresh:
-            after = 0
-        else:
+    if last_event_id is not None:
+        after = min(last_event_id, session.log.last_id)
+    elif fresh:
+        after = 0
+    else:
+        after = session.log.last_id
+    with session.attached(reads="replays", after=after), streams.track_inprogress():
+        log = session.log
+        if last_event_id is None and not fresh:
             # A listener joining a live session starts now, not with old audio:
             # it gets the opening event, numbered as the latest one it has seen.
-            after = log.last_id
-            first = log.get(1)
-            if first is not None:
-                await write(sse_frame(after, first.type, first.json))
+            await write(sse_frame(after, session.opening.type, session.opening.json))
         head = log.last_id
         cursor = log.cursor(after)
         audio_times: list[float] = []

@@ -26,7 +26,7 @@ from voxrelay.openai_realtime.errors import error_event
 from voxrelay.openai_realtime.protocol import CLIENT_EVENTS, SAMPLE_RATE, Dialect
 from voxrelay.openai_realtime.translation import server_event
 from voxrelay.providers.base import SessionOptions
-from voxrelay.sessions import Directory, Reads, Session
+from voxrelay.sessions import Directory, LiveSession, Reads
 from voxrelay.transports.openai_ws.close_codes import (
     CLIENT_DONE,
     CLOSE_FOR_REASON,
@@ -63,7 +63,7 @@ class Connection:
         # When the client event being handled arrived (the relay latency of its audio).
         self.received_at = 0.0
         self.closing = False
-        self.session: Session | None = None
+        self.session: LiveSession | None = None
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
         self._attachment: contextlib.ExitStack | None = None
@@ -104,7 +104,7 @@ class Connection:
         for translated in server_event(event, "ga", self.dialect):
             self.send(translated)
 
-    def announce(self, session: Session) -> None:
+    def announce(self, session: LiveSession) -> None:
         """Name the conversation (its voxrelay id, for ``?conversationId=`` and the REST
         routes) with the protocol's own ``conversation.created``, after ``session.created``."""
         self.send(conversation_created(session.conversation_id))
@@ -171,7 +171,7 @@ class Connection:
         user_id: str,
         conversation_id: str | None,
         options: SessionOptions,
-    ) -> tuple[Session, bool] | None:
+    ) -> tuple[LiveSession, bool] | None:
         """Start or join the conversation's session; on failure tell the client and close."""
         self._directory, self._user_id = directory, user_id
         try:
@@ -194,25 +194,20 @@ class Connection:
             else:
                 await self.refuse(1011, error.code, error.message)
             return None
-        if not isinstance(session, Session):
-            # The upgrade reached a worker that does not own the conversation, which
-            # the hand-off of connections prevents unless requests were pipelined.
-            await self.refuse(1013, "try_again", "the conversation is served elsewhere; reconnect")
-            return None
         return session, fresh
 
-    def attach(self, session: Session, fresh: bool) -> None:
+    def attach(self, session: LiveSession, fresh: bool) -> None:
         """Listen to ``session``: hold it active, follow its log (and raw events)."""
         assert self._mode is not None
         stack = contextlib.ExitStack()
         reads: Reads = "all" if self._mode.follows_audio else "no_audio"
-        stack.enter_context(session.attached(reads=reads))
-        self.session = session
-        self._attachment = stack
-        self._mode.attach(session, stack)
         # A session this connection started is followed from its start (its opening
         # event is the protocol's own session.created); a joined one from now on.
         after = 1 if fresh else session.log.last_id
+        stack.enter_context(session.attached(reads=reads, after=after))
+        self.session = session
+        self._attachment = stack
+        self._mode.attach(session, stack)
         self._follower = asyncio.get_running_loop().create_task(self._follow(session, after))
 
     def detach(self) -> None:
@@ -223,7 +218,7 @@ class Connection:
             self._attachment.close()
             self._attachment = None
 
-    async def restart(self, options: SessionOptions) -> Session | None:
+    async def restart(self, options: SessionOptions) -> LiveSession | None:
         """End the fresh session and start another with ``options`` (server-speaks mode
         only: its providers take their settings when they open)."""
         old = self.session
@@ -237,7 +232,7 @@ class Connection:
         self.attach(session, fresh=True)
         return session
 
-    async def _follow(self, session: Session, after: int) -> None:
+    async def _follow(self, session: LiveSession, after: int) -> None:
         mode = self._mode
         assert mode is not None
         cursor = session.log.cursor(after)
@@ -261,7 +256,7 @@ class Connection:
 
     # -- the connection's life ---
 
-    async def run(self, session: Session, fresh: bool, mode: Mode) -> None:
+    async def run(self, session: LiveSession, fresh: bool, mode: Mode) -> None:
         """Serve the client, ``mode`` speaking for it, until either side is done."""
         self._mode = mode
         self.attach(session, fresh)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from voxrelay.eventlog import Event
 from voxrelay.openai_realtime.protocol import Dialect
 from voxrelay.providers.base import SessionOptions
-from voxrelay.sessions import Session
+from voxrelay.sessions import LiveSession
 
 # Errors the session itself reports (not the upstream's own error events, which a
 # pass-through client already receives raw).
@@ -50,7 +50,7 @@ class Link(Protocol):
         """Measure the relay latency of the audio event just queued, from ``at``."""
         ...
 
-    def announce(self, session: Session) -> None:
+    def announce(self, session: LiveSession) -> None:
         """Name the conversation to the client, after ``session.created``."""
         ...
 
@@ -58,7 +58,7 @@ class Link(Protocol):
         """Queue an ``error`` event, about the client event ``about`` when given."""
         ...
 
-    async def restart(self, options: SessionOptions) -> Session | None:
+    async def restart(self, options: SessionOptions) -> LiveSession | None:
         """End the fresh session and start another with ``options``; None when that
         failed (the client has been told and the connection is closing)."""
         ...
@@ -72,7 +72,7 @@ class Mode(Protocol):
         """Whether the client hears the answer audio of the session's log."""
         ...
 
-    def attach(self, session: Session, stack: contextlib.ExitStack) -> None:
+    def attach(self, session: LiveSession, stack: contextlib.ExitStack) -> None:
         """Start speaking for ``session``; what is entered on ``stack`` ends on detach."""
         ...
 

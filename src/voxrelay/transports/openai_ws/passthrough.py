@@ -16,7 +16,7 @@ from voxrelay.openai_realtime.item_shapes import input_text
 from voxrelay.openai_realtime.protocol import AUDIO_DELTAS, ITEM_ID_MAX, Dialect
 from voxrelay.openai_realtime.server_owned import own_response_params, own_session_update
 from voxrelay.openai_realtime.translation import client_event, server_event
-from voxrelay.sessions import Session, new_item_id
+from voxrelay.sessions import LiveSession, new_item_id
 from voxrelay.transports.openai_ws.mode_interface import RELAY_ERRORS, Link
 
 # How long a new pass-through connection waits for the upstream to apply the server's
@@ -33,12 +33,12 @@ class PassThrough:
     def __init__(self, link: Link) -> None:
         self.link = link
         self.upstream: Dialect = "ga"
-        self.session: Session | None = None
+        self.session: LiveSession | None = None
         # Upstream events held until the upstream has applied the server's own settings.
         self.held: list[dict[str, Any]] | None = None
         self.release_timer: asyncio.TimerHandle | None = None
 
-    def attach(self, session: Session, stack: contextlib.ExitStack) -> None:
+    def attach(self, session: LiveSession, stack: contextlib.ExitStack) -> None:
         self.session = session
         assert session.raw is not None
         self.upstream = "beta" if session.raw.dialect == "beta" else "ga"
@@ -148,7 +148,7 @@ class PassThrough:
             if isinstance(item_id, str) and isinstance(end_ms, int):
                 await session.note_heard(item_id, end_ms)
 
-    async def _record_user_text(self, session: Session, event: dict[str, Any]) -> None:
+    async def _record_user_text(self, session: LiveSession, event: dict[str, Any]) -> None:
         """A typed user message is stored like every other transport's (the upstream
         gets the item with the same id, chosen here when the client chose none)."""
         item = event.get("item")

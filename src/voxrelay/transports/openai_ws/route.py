@@ -13,7 +13,7 @@ from voxrelay.config import Settings
 from voxrelay.exceptions import Unauthorized
 from voxrelay.openai_realtime.protocol import Dialect
 from voxrelay.providers.base import SessionOptions
-from voxrelay.sessions import Directory, Session
+from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import Store
 from voxrelay.transports.openai_ws.close_codes import CLOSE_UNAUTHORIZED
 from voxrelay.transports.openai_ws.connection import Connection
@@ -89,7 +89,7 @@ def _token(websocket: WebSocket, offered: list[str]) -> str | None:
     return websocket.query_params.get("access_token") or None
 
 
-def _mode(connection: Connection, session: Session, fresh: bool, settings: Settings) -> Mode:
+def _mode(connection: Connection, session: LiveSession, fresh: bool, settings: Settings) -> Mode:
     """Pass-through when the session's provider offers it, else the server speaks."""
     if session.raw is not None:
         return PassThrough(connection)

@@ -18,7 +18,7 @@ from voxrelay.openai_realtime.item_shapes import input_text
 from voxrelay.openai_realtime.protocol import SAMPLE_RATE
 from voxrelay.openai_realtime.translation import client_event
 from voxrelay.providers.base import SessionOptions
-from voxrelay.sessions import Session, new_item_id
+from voxrelay.sessions import LiveSession, new_item_id
 from voxrelay.transports.openai_ws.mode_interface import RELAY_ERRORS, Link
 from voxrelay.transports.openai_ws.openai_objects import (
     answer_closed,
@@ -96,14 +96,14 @@ class Speaker:
         # The options the running session opened with, when this connection opened it.
         self.options = options
         self.text_only = False
-        self.session: Session | None = None
+        self.session: LiveSession | None = None
         self.turns = _Turns()
         self.answer: _Answer | None = None
         self.resampler: StreamResampler | None = None
         self.touched = False  # any input reached the session
         self.fresh = options is not None
 
-    def attach(self, session: Session, stack: contextlib.ExitStack) -> None:
+    def attach(self, session: LiveSession, stack: contextlib.ExitStack) -> None:
         first = self.session is None
         self.session = session
         self.turns = _Turns()
@@ -207,7 +207,7 @@ class Speaker:
             self.options = wanted
         self.link.send(self._session_event("session.updated"))
 
-    def _can_restart(self, session: Session) -> bool:
+    def _can_restart(self, session: LiveSession) -> bool:
         """Settings that a provider takes when it opens can still change while the
         session this connection started has heard nothing and nobody else listens."""
         return self.fresh and not self.touched and session.can_restart()

@@ -1,21 +1,24 @@
-"""What a worker answers its siblings about the sessions it owns: requests applied
-in order, the session's log streamed to a sibling that follows it, and the starts,
-finds and owner calls that a sibling's directory sends here."""
+"""What a process answers another about the sessions it owns: requests applied in
+order, the session's log streamed to a process that follows it, and the starts,
+finds and owner calls that the other's directory sends here."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from voxrelay import metrics
 from voxrelay.eventlog import Cursor, Event
 from voxrelay.exceptions import InvalidRequest, SessionEnded, VoxrelayError
+from voxrelay.links.channel import Header, Send, error_header, pack_events
+from voxrelay.links.remote import describe
 from voxrelay.sessions import Registry, Session, StartRequest
-from voxrelay.workers.channel import Channel, Header, error_header, pack_events
-from voxrelay.workers.remote import describe
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,14 @@ async def _interrupt(session: Session, header: Header, _: bytes) -> None:
     await session.interrupt(None if played is None else int(played))
 
 
+async def _raw(session: Session, header: Header, payload: bytes) -> None:
+    await session.send_raw(
+        orjson.loads(payload),
+        transport=str(header.get("transport", "")),
+        received_at=float(header.get("at", 0.0)),
+    )
+
+
 # Requests about one session, applied in the order they came (audio before the
 # commit that ends its turn).
 _IN_ORDER: dict[str, _Apply] = {
@@ -43,6 +54,13 @@ _IN_ORDER: dict[str, _Apply] = {
     "commit": lambda session, _, __: session.commit(),
     "text": lambda session, header, _: session.send_text(str(header["text"]), header.get("itemId")),
     "interrupt": _interrupt,
+    "user_text": lambda session, header, _: session.add_user_text(
+        str(header["itemId"]), str(header["text"])
+    ),
+    "heard": lambda session, header, _: session.note_heard(
+        str(header["itemId"]), int(header["playedMs"])
+    ),
+    "raw": _raw,
     "end": lambda session, header, _: session.end(header.get("reason") or "client_end"),
     "end_if_last": lambda session, header, _: session.end_if_last(
         header.get("reason") or "client_end"
@@ -51,14 +69,15 @@ _IN_ORDER: dict[str, _Apply] = {
 
 
 class Served:
-    """One sibling's connection to this worker: what it asked of our sessions."""
+    """What one other process asked of our sessions; answers go out through ``send``."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, send: Send) -> None:
         self._registry = registry
-        self.channel = Channel(self._on_frame, self._on_lost)
+        self._send = send
         self._ordered: deque[tuple[Header, bytes]] = deque()
         self._ordering: asyncio.Task[None] | None = None
         self._follows: dict[int, asyncio.Task[None]] = {}
+        self._raw_follows: dict[int, contextlib.ExitStack] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: dict[str, Callable[[Header], Awaitable[Header]]] = {
             "find": self._find,
@@ -67,7 +86,7 @@ class Served:
             "metrics": self._metrics,
         }
 
-    def _on_frame(self, header: Header, payload: bytes) -> None:
+    def on_frame(self, header: Header, payload: bytes) -> None:
         op = str(header.get("op"))
         if op in _IN_ORDER:
             self._ordered.append((header, payload))
@@ -75,10 +94,15 @@ class Served:
                 self._ordering = asyncio.get_running_loop().create_task(self._apply_in_order())
         elif op == "follow":
             self._follow(header)
+        elif op == "follow_raw":
+            self._follow_raw(header)
         elif op == "unfollow":
             task = self._follows.pop(int(header["stream"]), None)
             if task is not None:
                 task.cancel()
+            raw = self._raw_follows.pop(int(header["stream"]), None)
+            if raw is not None:
+                raw.close()
         else:
             task = asyncio.get_running_loop().create_task(self._answer(op, header))
             self._tasks.add(task)
@@ -93,13 +117,13 @@ class Served:
             reply.update(await answer(header))
         except Exception as error:
             reply["error"] = self._reported(error)
-        self.channel.send(reply)
+        self._send(reply)
 
     @staticmethod
     def _reported(error: Exception) -> Header:
         if not isinstance(error, VoxrelayError):
-            log.exception("a request from another worker failed", exc_info=error)
-            error = VoxrelayError("the owning worker failed")
+            log.exception("a request from another process failed", exc_info=error)
+            error = VoxrelayError("the process owning the session failed")
         return error_header(error)
 
     async def _find(self, header: Header) -> Header:
@@ -133,46 +157,62 @@ class Served:
                     raise SessionEnded()
                 result = await _IN_ORDER[header["op"]](session, header, payload)
                 if "id" in header:
-                    self.channel.send({"op": "reply", "id": header["id"], "result": result})
+                    self._send({"op": "reply", "id": header["id"], "result": result})
             except Exception as error:
                 if "id" in header:
                     reply = {"op": "reply", "id": header["id"], "error": self._reported(error)}
-                    self.channel.send(reply)
+                    self._send(reply)
                 elif not isinstance(error, SessionEnded):
-                    log.warning("audio from another worker was not taken: %s", error)
+                    log.warning("audio from another process was not taken: %s", error)
 
     def _follow(self, header: Header) -> None:
         stream = int(header["stream"])
         session = self._registry.get(str(header["session"]))
         if session is None or not session.active:
-            self.channel.send({"op": "closed", "stream": stream})
+            self._send({"op": "closed", "stream": stream})
             return
         cursor = session.log.cursor(int(header["after"]))
         task = asyncio.get_running_loop().create_task(self._stream(session, cursor, stream))
         self._follows[stream] = task
 
     async def _stream(self, session: Session, cursor: Cursor, stream: int) -> None:
-        """Every new event of the session, to the worker that follows it (a listener of
-        the session meanwhile, as a local stream would be)."""
+        """Every new event of the session, to the process that follows it (a listener
+        of the session meanwhile, as a local stream would be)."""
         try:
             with session.attached():
                 while await cursor.wait():
-                    # A gap cannot happen here: this cursor started at the head.
+                    # Past a gap (a replay from before what the log still holds),
+                    # the ids jump: the mirror tells its late readers.
                     entries = [
                         (item.id, item.type, item.at, item.json)
                         for item in cursor.take()
                         if isinstance(item, Event)
                     ]
                     if entries:
-                        self.channel.send({"op": "events", "stream": stream}, pack_events(entries))
-            self.channel.send({"op": "closed", "stream": stream})
+                        self._send({"op": "events", "stream": stream}, pack_events(entries))
+            self._send({"op": "closed", "stream": stream})
         finally:
             self._follows.pop(stream, None)
 
-    def _on_lost(self) -> None:
+    def _follow_raw(self, header: Header) -> None:
+        stream = int(header["stream"])
+        session = self._registry.get(str(header["session"]))
+        if session is None or session.raw is None or not session.active:
+            return  # the session's own stream tells the other process it ended
+        send = self._send
+
+        def forward(event: dict[str, Any], message: bytes) -> None:
+            send({"op": "raw", "stream": stream}, message)
+
+        subscription = contextlib.ExitStack()
+        subscription.enter_context(session.raw.raw_events(forward))
+        self._raw_follows[stream] = subscription
+
+    def lost(self) -> None:
+        """The other process went away: stop streaming to it."""
         for task in list(self._follows.values()):
             task.cancel()
         self._follows.clear()
-
-    def close(self) -> None:
-        self.channel.close()
+        for subscription in self._raw_follows.values():
+            subscription.close()
+        self._raw_follows.clear()

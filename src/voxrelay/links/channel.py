@@ -1,4 +1,5 @@
-"""The wire between two workers: framed messages both ways on one Unix socket.
+"""Framed messages between two processes, over a stream (a Unix socket between
+workers) or as whole messages (Redis between nodes).
 
 Frames: ``!II`` (length of what follows, length of the header), a JSON header,
 then raw bytes (audio, or packed log events). Frames sent in one turn of the
@@ -11,8 +12,7 @@ import asyncio
 import logging
 import struct
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,21 +28,52 @@ _MAX_FRAME = 64 << 20
 Header = dict[str, Any]
 
 
-def socket_path(rundir: Path, worker: int) -> Path:
-    return rundir / f"worker-{worker}.sock"
+class Send(Protocol):
+    """Where a frame goes: a stream's ``Channel.send``, or a message to a member."""
+
+    def __call__(self, header: Header, payload: bytes = b"") -> None: ...
+
+
+def frame(header: Header, payload: bytes = b"") -> bytes:
+    head = orjson.dumps(header)
+    return _FRAME.pack(len(head) + len(payload), len(head)) + head + payload
+
+
+def read_frames(buffer: bytearray | bytes) -> tuple[list[tuple[Header, bytes]], int]:
+    """The whole frames at the start of ``buffer`` and how many bytes they took;
+    ``ValueError`` for a frame no peer of ours would send."""
+    frames: list[tuple[Header, bytes]] = []
+    offset = 0
+    while len(buffer) - offset >= _FRAME.size:
+        size, header_size = _FRAME.unpack_from(buffer, offset)
+        if size > _MAX_FRAME or header_size > size:
+            raise ValueError("malformed frame")
+        start = offset + _FRAME.size
+        if len(buffer) - start < size:
+            break
+        header = orjson.loads(memoryview(buffer)[start : start + header_size])
+        frames.append((header, bytes(buffer[start + header_size : start + size])))
+        offset = start + size
+    return frames, offset
 
 
 class Channel(asyncio.Protocol):
-    """Framed messages both ways on one connection between two workers."""
+    """Framed messages both ways on one stream connection."""
 
-    def __init__(self, on_frame: Callable[[Header, bytes], None], on_lost: Callable[[], None]):
-        self._on_frame = on_frame
-        self._on_lost = on_lost
+    def __init__(self) -> None:
+        self._on_frame: Callable[[Header, bytes], None] = lambda header, payload: None
+        self._on_lost: Callable[[], None] = lambda: None
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.transport: asyncio.Transport | None = None
         self.closed = False
+
+    def deliver_to(
+        self, on_frame: Callable[[Header, bytes], None], on_lost: Callable[[], None]
+    ) -> None:
+        """Where what arrives goes, and who hears that the connection is gone."""
+        self._on_frame, self._on_lost = on_frame, on_lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -50,31 +81,24 @@ class Channel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
-        offset = 0
-        while len(buffer) - offset >= _FRAME.size:
-            size, header_size = _FRAME.unpack_from(buffer, offset)
-            if size > _MAX_FRAME or header_size > size:
-                log.error("closing a worker link that sent a malformed frame")
-                self.close()
-                return
-            start = offset + _FRAME.size
-            if len(buffer) - start < size:
-                break
-            header = orjson.loads(memoryview(buffer)[start : start + header_size])
-            payload = bytes(buffer[start + header_size : start + size])
-            offset = start + size
+        try:
+            frames, used = read_frames(buffer)
+        except ValueError:
+            log.error("closing a link that sent a malformed frame")
+            self.close()
+            return
+        if used:
+            del buffer[:used]
+        for header, payload in frames:
             try:
                 self._on_frame(header, payload)
             except Exception:
-                log.exception("handling a frame from another worker failed")
-        if offset:
-            del buffer[:offset]
+                log.exception("handling a frame from another process failed")
 
     def send(self, header: Header, payload: bytes = b"") -> None:
         if self.closed:
             return
-        head = orjson.dumps(header)
-        self._out.append(_FRAME.pack(len(head) + len(payload), len(head)) + head + payload)
+        self._out.append(frame(header, payload))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
