@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 import socketio
+from fakes.openai_realtime import FakeRealtimeServer
 from harness import EventReader, read_pcm, silence
+from openai_ws.realtime_ws_client import KEY, connect, conversation_id, text_item
 from services import (
     REDIS_URL,
     create_postgres_database,
@@ -64,8 +66,8 @@ class Nodes:
     def __getitem__(self, index: int) -> Node:
         return self.nodes[index]
 
-    def start(self, **env: str) -> Node:
-        node = _start_node(self.tmp, self.database_url, len(self.nodes), **env)
+    def start(self, *args: str, **env: str) -> Node:
+        node = _start_node(self.tmp, self.database_url, len(self.nodes), *args, **env)
         self.nodes.append(node)
         return node
 
@@ -77,7 +79,7 @@ def _free_port() -> int:
         return port
 
 
-def _start_node(tmp: Path, database_url: str, index: int, **env: str) -> Node:
+def _start_node(tmp: Path, database_url: str, index: int, *args: str, **env: str) -> Node:
     port = _free_port()
     log = tmp / f"node-{index}.log"
     full = {
@@ -90,7 +92,7 @@ def _start_node(tmp: Path, database_url: str, index: int, **env: str) -> Node:
         **env,
     }
     process = subprocess.Popen(
-        [VOXRELAY, "serve", "--port", str(port)],
+        [VOXRELAY, "serve", "--port", str(port), *args],
         env=full,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
@@ -391,3 +393,99 @@ async def test_sigterm_on_one_node_ends_its_own_sessions_and_the_others_keep_ser
         assert again["status"] == "active"
         await b.end(held_here["conversationId"])
         await b.end(held_there["conversationId"])
+
+
+# -- the OpenAI-compatible WebSocket on a node that does not hold the session --------------------
+
+
+async def test_the_compatible_websocket_speaks_for_a_session_held_by_another_node(
+    two: Nodes,
+) -> None:
+    async with VoxrelayClient(two[0].url, two.token) as a:
+        cid = (await a.create_session(turnDetection="manual"))["conversationId"]
+    async with connect(two[1], two.token, conversationId=cid) as conversation:  # type: ignore[arg-type]
+        await conversation.until("conversation.created")
+        assert conversation_id(conversation) == cid
+        await conversation.conn.conversation.item.create(item=text_item("remember the harbour"))
+        await conversation.conn.response.create()
+        done = await conversation.until("response.done")
+        assert done[-1]["response"]["status"] == "completed"
+    assert conversation.problems == []
+    messages = await _messages(two[0].url, two.token, cid, 2)
+    assert messages[0] == ("user", "remember the harbour")
+
+
+async def test_pass_through_reaches_the_upstream_of_a_session_held_by_another_node(
+    tmp_path: Path,
+) -> None:
+    with FakeRealtimeServer("ga", api_key=KEY) as fake:
+        nodes = await _cluster(tmp_path, 0)
+        try:
+            for _ in range(2):
+                nodes.start(
+                    VOXRELAY_PROVIDER="openai",
+                    VOXRELAY_OPENAI_URL=fake.url,
+                    OPENAI_API_KEY=KEY,
+                )
+            async with VoxrelayClient(nodes[0].url, nodes.token) as a:
+                cid = (await a.create_session(turnDetection="manual"))["conversationId"]
+            async with connect(nodes[1], nodes.token, conversationId=cid) as conversation:  # type: ignore[arg-type]
+                opening = await conversation.until("session.created", "conversation.created")
+                assert [e["type"] for e in opening] == ["session.created", "conversation.created"]
+                assert conversation_id(conversation) == cid
+                item = text_item("my name is Dana", "m_1")
+                await conversation.conn.conversation.item.create(item=item)
+                await conversation.conn.response.create()
+                turn = await conversation.until("response.done")
+                assert turn[-1]["response"]["status"] == "completed"
+                said = next(e for e in turn if e["type"] == "response.output_audio_transcript.done")
+                assert said["transcript"] == fake.reply("my name is Dana")
+                assert any(e["type"] == "response.output_audio.delta" for e in turn)
+            assert conversation.problems == []
+            assert len(fake.connections) == 1, "one upstream link, held by the first node"
+            messages = await _messages(nodes[0].url, nodes.token, cid, 2)
+            assert messages == [
+                ("user", "my name is Dana"),
+                ("assistant", fake.reply("my name is Dana")),
+            ]
+        finally:
+            await _tear_down(nodes)
+    assert fake.validation_errors == []
+
+
+async def test_nodes_of_several_workers_each_serve_every_conversation(tmp_path: Path) -> None:
+    nodes = await _cluster(tmp_path, 0)
+    try:
+        for _ in range(2):
+            nodes.start("--workers", "2")
+        speech, rate = read_pcm("goforward.raw")
+
+        async def conversation(holder: Node, other: Node) -> str:
+            async with (
+                VoxrelayClient(holder.url, nodes.token) as a,
+                VoxrelayClient(other.url, nodes.token) as b,
+            ):
+                reader = EventReader(a.events(inputSampleRate=rate, turnDetection="manual"))
+                cid = (await reader.wait_for("conversation_started")).data["conversationId"]
+                await b.upload(cid, speech)
+                await b.commit(cid)
+                await reader.wait_for("response_done", timeout=30)
+                await b.text(cid, "and then turn left")
+                await reader.wait_for(
+                    "transcript",
+                    lambda e: e.data["role"] == "assistant" and "left" in e.data.get("text", ""),
+                    timeout=30,
+                )
+                await b.end(cid)
+                assert (await reader.wait_for("conversation_ended")).data["reason"] == "client_end"
+                await reader.close()
+            return cid
+
+        cids = await asyncio.gather(
+            *(conversation(nodes[n % 2], nodes[(n + 1) % 2]) for n in range(8))
+        )
+        for cid in cids:
+            messages = await _messages(nodes[0].url, nodes.token, cid, 4)
+            assert [role for role, _ in messages] == ["user", "assistant", "user", "assistant"]
+    finally:
+        await _tear_down(nodes)
