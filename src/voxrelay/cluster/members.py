@@ -59,7 +59,11 @@ class Cluster:
         self._ownership = ownership
         self._bus = Bus(redis, self.member, self._on_frame)
         self.owners = Owners(
-            self._connect, log_keep_seconds=log_keep_seconds, log_max_bytes=log_max_bytes
+            self._connect,
+            log_keep_seconds=log_keep_seconds,
+            log_max_bytes=log_max_bytes,
+            # Other nodes may run on other machines.
+            same_clock=False,
         )
         self._served: dict[str, Served] = {}
         self._watching: asyncio.Task[None] | None = None

@@ -64,7 +64,15 @@ class Owners:
     """Requests to the owners of sessions, over whatever ``connect`` reaches them by
     (a Unix socket per worker, or Redis); ``RemoteSession``'s ``OwnerLink``."""
 
-    def __init__(self, connect: Connect, *, log_keep_seconds: float, log_max_bytes: int):
+    def __init__(
+        self,
+        connect: Connect,
+        *,
+        log_keep_seconds: float,
+        log_max_bytes: int,
+        same_clock: bool,
+    ) -> None:
+        self.same_clock = same_clock
         self.log_keep_seconds = log_keep_seconds
         self.log_max_bytes = log_max_bytes
         self._connect = connect

@@ -26,6 +26,9 @@ class OwnerLink(Protocol):
 
     log_keep_seconds: float
     log_max_bytes: int
+    # Whether the owner reads the same monotonic clock (a worker of this node): only
+    # then does a chunk's arrival time mean anything there.
+    same_clock: bool
 
     async def request(self, owner: Address, header: Header, payload: bytes = b"") -> Header: ...
 
@@ -148,7 +151,7 @@ class RemoteSession:
         if not self.active:
             raise SessionEnded()
         header = {"op": "audio", "session": self.id, "rate": rate or 0, "transport": transport}
-        if received_at:
+        if received_at and self._link.same_clock:
             header["at"] = received_at
         self._link.post(self.owner, header, pcm)
 
@@ -176,7 +179,9 @@ class RemoteSession:
         if received_at:  # an audio append: on its way, like send_audio
             if not self.active:
                 raise SessionEnded()
-            header = {"op": "raw", "session": self.id, "transport": transport, "at": received_at}
+            header: Header = {"op": "raw", "session": self.id, "transport": transport}
+            if self._link.same_clock:
+                header["at"] = received_at
             self._link.post(self.owner, header, orjson.dumps(event))
             return
         if not self.active:

@@ -50,7 +50,10 @@ class Peers:
         self._served: set[Channel] = set()
         self._channels: dict[Address, Channel] = {}
         self.owners = Owners(
-            self._connect, log_keep_seconds=log_keep_seconds, log_max_bytes=log_max_bytes
+            self._connect,
+            log_keep_seconds=log_keep_seconds,
+            log_max_bytes=log_max_bytes,
+            same_clock=True,
         )
 
     async def listen(self) -> None:
