@@ -40,6 +40,10 @@ class Settings:
     log_format: str = "json"
     # Largest body of a non-streaming request (JSON, one short audio POST).
     max_body_bytes: int = 1 << 20
+    # Longest typed message, in characters, on every transport.
+    max_text_chars: int = 4000
+    # Deepest nesting of a JSON request body.
+    max_json_depth: int = 32
     # Largest single upload body (a chunked upload may last a whole conversation).
     max_upload_bytes: int = 256 << 20
     keepalive_seconds: float = 15.0

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from voxrelay import exceptions
 
@@ -44,6 +45,7 @@ class ApiError(Exception):
 _STATUS: dict[type[exceptions.VoxrelayError], int] = {
     exceptions.Unauthorized: 401,
     exceptions.InvalidRequest: 400,
+    exceptions.TooLarge: 413,
     exceptions.NotFound: 404,
     exceptions.ConversationBusy: 409,
     exceptions.NoActiveSession: 409,
@@ -97,6 +99,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(422, "invalid_request", describe_validation(exc.errors()))
 
+    async def disconnected(request: Request, exc: Exception) -> JSONResponse:
+        # The client went away mid-body: nobody reads this answer, and nothing failed.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client went away")
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "the server failed to answer this request")
@@ -105,6 +112,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(exceptions.VoxrelayError, core_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, disconnected)
     app.add_exception_handler(Exception, unexpected)
 
 

@@ -32,6 +32,12 @@ class InvalidRequest(VoxrelayError):
     code = "invalid_request"
 
 
+class TooLarge(VoxrelayError):
+    """A request carries more than a limit of the server's allows."""
+
+    code = "payload_too_large"
+
+
 class NotFound(VoxrelayError):
     """Nothing by that id for this user: another user's conversation looks the same."""
 
@@ -98,6 +104,7 @@ BY_NAME: dict[str, type[VoxrelayError]] = {
         VoxrelayError,
         Unauthorized,
         InvalidRequest,
+        TooLarge,
         NotFound,
         ConversationBusy,
         NoActiveSession,

@@ -178,8 +178,13 @@ class EchoProvider:
         self._emit(ResponseDone(response_id, "completed" if status == "completed" else "cancelled"))
 
 
+# However long the text, one answer's audio is bounded: a provider bounds its own
+# work per request.
+_MAX_ANSWER_MS = 60_000
+
+
 def _spoken_ms(text: str) -> int:
-    return max(300, len(text) * MS_PER_CHARACTER)
+    return min(max(300, len(text) * MS_PER_CHARACTER), _MAX_ANSWER_MS)
 
 
 def _tone(ms: int, hz: float = 440.0) -> bytes:

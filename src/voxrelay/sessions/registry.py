@@ -99,11 +99,12 @@ class Registry:
             )
             with contextlib.suppress(Exception):
                 await provider.close()
-            # The one place a provider's failure becomes the core's.
-            if isinstance(error, ProviderError):
-                raise UpstreamUnavailable(str(error)) from None
-            if isinstance(error, OSError):
-                raise UpstreamUnavailable(f"the upstream is unreachable: {error}") from None
+            # The one place a provider's failure becomes the core's. The detail (an
+            # address, a status) is the operator's, in the log above, not the client's.
+            if isinstance(error, ProviderError | OSError):
+                raise UpstreamUnavailable(
+                    "the voice model is not reachable right now; try again later"
+                ) from None
             raise
         metrics.UPSTREAM_CONNECTS.labels(provider=name).inc()
         log.info(
@@ -135,6 +136,7 @@ class Registry:
             store=self._store,
             log_keep_seconds=max(self._settings.grace_seconds, 1.0),
             log_max_bytes=self._settings.replay_max_bytes,
+            max_text_chars=self._settings.max_text_chars,
             next_position=(messages[-1].position + 1) if messages else 0,
         )
         session.when_listened(

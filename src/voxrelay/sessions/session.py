@@ -45,7 +45,7 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
-from voxrelay.exceptions import SessionEnded
+from voxrelay.exceptions import InvalidRequest, SessionEnded, TooLarge
 from voxrelay.providers.base import Provider, RawProvider, TurnDetection
 from voxrelay.sessions.items import AssistantItem, Items, Turn
 from voxrelay.sessions.listeners import Listeners
@@ -72,6 +72,7 @@ class Session:
         log_keep_seconds: float,
         log_max_bytes: int,
         next_position: int,
+        max_text_chars: int = 4000,
     ) -> None:
         self.id = id
         self.conversation_id = conversation_id
@@ -100,6 +101,7 @@ class Session:
         self._transcripts = TranscriptWriter(store, conversation_id, id)
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
+        self._max_text_chars = max_text_chars
         self._opened_at = time.monotonic()
         # Every listener gets it first, however long ago the log dropped it.
         self.opening = self.log.append(
@@ -243,6 +245,7 @@ class Session:
         """Send a typed user message upstream and ask for an answer. With the
         ``item_id`` of a message already stored by ``add_user_text``, it is not
         stored or published again."""
+        self._check_text(text)
         item_id = item_id or new_item_id()
         async with self._applying():
             self._turn = Turn()
@@ -257,6 +260,7 @@ class Session:
         """Store a typed user message whose item id the client chose, in its place
         in the conversation, and publish its final transcript; nothing goes upstream
         (the caller sends the item itself, raw or with ``send_text``)."""
+        self._check_text(text)
         async with self._applying():
             self._turn = Turn()
             self._record_user_text(item_id, text)
@@ -323,6 +327,14 @@ class Session:
             except Exception as error:
                 self._upstream_refused("request", error)
                 raise
+
+    def _check_text(self, text: str) -> None:
+        if len(text) > self._max_text_chars:
+            raise TooLarge(f"a message may hold at most {self._max_text_chars} characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("the text is not valid Unicode (a lone surrogate)") from None
 
     def _upstream_refused(self, what: str, error: Exception) -> None:
         log.warning("upstream rejected %s: %s", what, error)

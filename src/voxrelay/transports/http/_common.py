@@ -3,11 +3,11 @@ shapes of sessions and messages."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 from fastapi import Depends, Request
 from pydantic import AfterValidator, BaseModel, ValidationError
 
@@ -104,15 +104,34 @@ async def read_json(request: Request, model: type[_M]) -> _M:
         if content_type and "json" not in content_type.split(";")[0]:
             raise ApiError(415, "unsupported_media_type", "send the body as application/json")
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as error:
+            # orjson refuses lone surrogates and bounds the nesting it parses.
+            data = orjson.loads(body)
+        except ValueError as error:
             raise invalid(f"the body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise invalid("the body must be a JSON object")
+    depth_limit: int = request.app.state.settings.max_json_depth
+    if _depth(data, depth_limit) > depth_limit:
+        raise invalid(f"the body is nested deeper than {depth_limit} levels")
     try:
         return model.model_validate(data)
     except ValidationError as error:
         raise ApiError(422, "invalid_request", describe_validation(error.errors())) from None
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests (stops counting past ``limit``)."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+    return depth
 
 
 # -- projections -------------------------------------------------------------------------

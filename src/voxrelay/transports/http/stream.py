@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from voxrelay import metrics
 from voxrelay.errors import invalid, not_found
@@ -37,7 +38,7 @@ async def stream(
     voice: str | None = None,
     instructions: str | None = None,
     turnDetection: TurnDetectionName = "server_vad",
-    lastEventId: int | None = None,
+    lastEventId: Annotated[int | None, Query(ge=0)] = None,
     userId: str | None = None,
 ) -> EventStreamResponse:
     user_id = device.acting_user(userId)

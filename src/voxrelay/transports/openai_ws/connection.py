@@ -301,6 +301,9 @@ class Connection:
                 await self._mode.on_event(event)
             except SessionEnded:
                 pass  # its conversation_ended closes the socket
+            except VoxrelayError as error:
+                # A request the core refused (too long, not valid): the socket stays up.
+                self.error(error.code, error.message, about=event)
             except Exception:
                 log.exception("handling a client %r event failed", event.get("type"))
                 self.error(

@@ -236,11 +236,16 @@ class Speaker:
         if item_id in turns.announced:
             self.link.error("item_exists", f"item {item_id} already exists", about=event)
             return
-        self.touched = True
         turns.own_items.add(item_id)
+        try:
+            # Stored first: a text the session refuses (too long) never joins the turn.
+            await session.add_user_text(item_id, text)
+        except BaseException:
+            turns.own_items.discard(item_id)
+            raise
+        self.touched = True
         self._announce_item(user_message(item_id, input_text_parts(item)))
         turns.pending_texts.append((item_id, text))
-        await session.add_user_text(item_id, text)
 
     async def _respond(self, event: dict[str, Any]) -> None:
         session = self.session
