@@ -19,6 +19,7 @@ from voxrelay.config import Settings
 from voxrelay.errors import error_body, install_error_handlers
 from voxrelay.providers import provider_factory, warm_up
 from voxrelay.providers.base import Provider
+from voxrelay.revocation import Revocations
 from voxrelay.sessions import ONLY_HERE, Directory, Elsewhere, Registry
 from voxrelay.store import Store
 from voxrelay.store.ids import SESSION_PREFIX
@@ -70,6 +71,9 @@ def create_app(
         await _end_stale_sessions(store, cluster, ownership if worker is not None else None)
         if cluster is not None:
             await cluster.join()
+        revocations = Revocations(store, settings.revocation_check_seconds)
+        revocations.start()
+        app.state.revocations = revocations
         app.state.store, app.state.registry, app.state.redis = store, registry, redis
         app.state.directory = Directory(store, registry, elsewhere)
         app.state.peers = peers
@@ -77,6 +81,7 @@ def create_app(
         try:
             yield
         finally:
+            await revocations.close()
             await registry.end_all("server_shutdown")
             if cluster is not None:
                 await cluster.leave()

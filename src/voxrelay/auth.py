@@ -14,6 +14,8 @@ from voxrelay.store import Store
 class Device:
     name: str
     user_id: str | None
+    # The token it presented (its record's id), watched for revocation.
+    token_id: str = ""
 
     def acting_user(self, requested: str | None = None) -> str:
         """The user whose conversations this device sees.
@@ -43,4 +45,4 @@ async def authenticate(store: Store, token: str | None) -> Device:
     record = await store.authenticate(token)
     if record is None:
         raise Unauthorized("the device token is unknown or revoked")
-    return Device(record.device, record.user_id)
+    return Device(record.device, record.user_id, record.id)

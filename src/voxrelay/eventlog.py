@@ -164,11 +164,19 @@ class Cursor:
     instead of one event at a time.
     """
 
-    __slots__ = ("_log", "next_id")
+    __slots__ = ("_log", "_stopped", "_waiter", "next_id")
 
     def __init__(self, log: EventLog, next_id: int) -> None:
         self._log = log
         self.next_id = next_id
+        self._stopped = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def stop(self) -> None:
+        """End this listener's ``wait`` (with False) whatever the log does."""
+        self._stopped = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def take(self) -> list[Event | ReplayGap]:
         """The events after this cursor (a ``ReplayGap`` first if some are gone)."""
@@ -193,12 +201,12 @@ class Cursor:
         the wait: they are taken with the next event of another type."""
         log = self._log
         while self.next_id > log._last_id:
-            if log._closed:
+            if log._closed or self._stopped:
                 return False
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
             (log._waiters if audio else log._control_waiters).append(waiter)
             await waiter
-        return True
+        return not self._stopped
 
 
 def _wake(waiters: list[asyncio.Future[None]]) -> list[asyncio.Future[None]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import select, update
 
 from .base import StoreBase, rowcount, utcnow
@@ -46,6 +48,18 @@ class TokenStore(StoreBase):
                 .execution_options(synchronize_session=False)
             )
             return rowcount(result)
+
+    async def active_token_ids(self, ids: Collection[str]) -> set[str]:
+        """Which of the token ids ``ids`` are not revoked (nor deleted)."""
+        if not ids:
+            return set()
+        async with self._session.begin() as s:
+            found = await s.scalars(
+                select(DeviceTokenRow.id).where(
+                    DeviceTokenRow.id.in_(list(ids)), DeviceTokenRow.revoked_at.is_(None)
+                )
+            )
+            return set(found)
 
     async def authenticate(self, token: str) -> DeviceToken | None:
         """The active token record matching ``token``, else None (unknown or revoked)."""

@@ -29,6 +29,7 @@ from voxrelay.auth import Device, authenticate
 from voxrelay.config import SAMPLE_RATES
 from voxrelay.eventlog import ReplayGap
 from voxrelay.exceptions import NoActiveSession, Unauthorized, VoxrelayError
+from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import Store
 from voxrelay.workers.ownership import SINGLE, Ownership
@@ -93,6 +94,8 @@ class _Link:
     ended: LiveSession | None = None
     closed: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Held while connected: the watch on the device's token.
+    watching: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     # What this socket's log lines are about (``extra=``).
     fields: dict[str, str] = field(default_factory=dict)
 
@@ -150,8 +153,12 @@ class RealtimeNamespace:
         if not isinstance(user, str) or not user:
             users = query.get("userId")
             user = users[0] if users else None
-        self._links[sid] = _Link(
+        link = self._links[sid] = _Link(
             device, user, fields={"transport": "socketio", "device": device.name}
+        )
+        revocations: Revocations = self._app.state.revocations
+        link.watching.enter_context(
+            revocations.watch(device, lambda: self._spawn(link, self._revoked(sid)))
         )
         # The namespace's CONNECT reply goes out once this handler returns;
         # ``connected`` must follow it, so it is sent from a task.
@@ -166,11 +173,18 @@ class RealtimeNamespace:
                 return
             await asyncio.sleep(0.005)
 
+    async def _revoked(self, sid: str) -> None:
+        """The device's token was revoked: say so, then drop the socket."""
+        message = "the device token was revoked"
+        await self._emit(sid, "error", {"code": "unauthorized", "message": message})
+        await self._sio.disconnect(sid, namespace=NAMESPACE)
+
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         link = self._links.pop(sid, None)
         if link is None:
             return
         link.closed = True
+        link.watching.close()
         await self._leave(link)
         for task in list(link.tasks):
             task.cancel()

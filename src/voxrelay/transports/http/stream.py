@@ -10,9 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from voxrelay import metrics
+from voxrelay.auth import Device
 from voxrelay.errors import invalid, not_found
-from voxrelay.eventlog import ReplayGap, sse_frame
+from voxrelay.eventlog import Cursor, ReplayGap, sse_frame
 from voxrelay.providers.base import SessionOptions
+from voxrelay.revocation import Revocations
 from voxrelay.sessions import LiveSession
 from voxrelay.transports._sse import EventStreamResponse, Write
 from voxrelay.transports.http._common import (
@@ -69,8 +71,10 @@ async def stream(
     last_event_id = None if is_new else lastEventId
     live = session
 
+    revocations: Revocations = request.app.state.revocations
+
     async def produce(write: Write) -> None:
-        await _write_events(live, last_event_id, write, fresh=is_new)
+        await _write_events(live, last_event_id, write, fresh=is_new, watch=(revocations, device))
 
     return EventStreamResponse(
         produce,
@@ -80,10 +84,15 @@ async def stream(
 
 
 async def _write_events(
-    session: LiveSession, last_event_id: int | None, write: Write, *, fresh: bool
+    session: LiveSession,
+    last_event_id: int | None,
+    write: Write,
+    *,
+    fresh: bool,
+    watch: tuple[Revocations, Device],
 ) -> None:
-    """Project the session's log onto an SSE stream, from the right place."""
-    latency = metrics.DOWNSTREAM_LATENCY["sse"]
+    """Project the session's log onto an SSE stream, from the right place, until the
+    session ends or the device's token is revoked."""
     streams = metrics.ACTIVE_STREAMS.labels(transport="sse")
     if last_event_id is not None:
         after = min(last_event_id, session.log.last_id)
@@ -99,29 +108,48 @@ async def _write_events(
             await write(sse_frame(after, session.opening.type, session.opening.json))
         head = log.last_id
         cursor = log.cursor(after)
-        audio_times: list[float] = []
-        while await cursor.wait():
-            # Whatever is pending goes out in one write: a listener that fell
-            # behind catches up with one send instead of one per event.
-            frames: list[bytes] = []
-            for item in cursor.take():
-                if isinstance(item, ReplayGap):
-                    message = (
-                        f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
-                        f" longer held; resuming at {item.resumed_at}"
-                    )
-                    data = json.dumps({"code": "replay_gap", "message": message}).encode()
-                    frames.append(sse_frame(item.resumed_at - 1, "error", data))
-                    continue
-                if item.id <= head:
-                    metrics.REPLAYED_EVENTS.inc()
-                elif item.type == "audio":
-                    audio_times.append(item.at)
-                frames.append(item.sse)
-            await write(frames[0] if len(frames) == 1 else b"".join(frames))
-            # The frames are written (handed to the server's transport).
-            if audio_times:
-                now = time.monotonic()
-                for at in audio_times:
-                    latency.observe(now - at)
-                audio_times.clear()
+        revoked = False
+
+        def on_revoked() -> None:
+            nonlocal revoked
+            revoked = True
+            cursor.stop()
+
+        revocations, device = watch
+        with revocations.watch(device, on_revoked):
+            await _follow(cursor, write, head)
+        if revoked:
+            await write(sse_frame(cursor.next_id - 1, "error", _REVOKED))
+
+
+_REVOKED = b'{"code":"unauthorized","message":"the device token was revoked"}'
+
+
+async def _follow(cursor: Cursor, write: Write, head: int) -> None:
+    latency = metrics.DOWNSTREAM_LATENCY["sse"]
+    audio_times: list[float] = []
+    while await cursor.wait():
+        # Whatever is pending goes out in one write: a listener that fell
+        # behind catches up with one send instead of one per event.
+        frames: list[bytes] = []
+        for item in cursor.take():
+            if isinstance(item, ReplayGap):
+                message = (
+                    f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
+                    f" longer held; resuming at {item.resumed_at}"
+                )
+                data = json.dumps({"code": "replay_gap", "message": message}).encode()
+                frames.append(sse_frame(item.resumed_at - 1, "error", data))
+                continue
+            if item.id <= head:
+                metrics.REPLAYED_EVENTS.inc()
+            elif item.type == "audio":
+                audio_times.append(item.at)
+            frames.append(item.sse)
+        await write(frames[0] if len(frames) == 1 else b"".join(frames))
+        # The frames are written (handed to the server's transport).
+        if audio_times:
+            now = time.monotonic()
+            for at in audio_times:
+                latency.observe(now - at)
+            audio_times.clear()

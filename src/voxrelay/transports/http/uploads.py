@@ -9,6 +9,7 @@ worker than the first try is still recognised.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 
@@ -16,7 +17,8 @@ from fastapi import APIRouter, Query, Request
 
 from voxrelay import metrics
 from voxrelay.errors import ApiError
-from voxrelay.exceptions import SessionEnded
+from voxrelay.exceptions import SessionEnded, Unauthorized
+from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession, Registry
 from voxrelay.transports.http._common import DeviceDep, DirectoryDep, SampleRate
 
@@ -98,8 +100,19 @@ async def upload(
     received = 0
     rate = sampleRate or session.input_rate
     audio_in = metrics.AUDIO_IN["upload"]
+    revocations: Revocations = request.app.state.revocations
+    handler = asyncio.current_task()
+    revoked = False
+
+    def on_revoked() -> None:
+        nonlocal revoked
+        revoked = True
+        if handler is not None:
+            handler.cancel()
+
     try:
         with (
+            revocations.watch(device, on_revoked),
             session.attached(reads="no_audio"),
             metrics.ACTIVE_STREAMS.labels(transport="upload").track_inprogress(),
         ):
@@ -116,6 +129,11 @@ async def upload(
                 await session.send_audio(chunk, rate, transport="upload", received_at=received_at)
     except SessionEnded:
         raise SessionEnded("the session ended during the upload") from None
+    except asyncio.CancelledError:
+        if not revoked or handler is None:
+            raise
+        handler.uncancel()  # this request's own answer, not a cancelled server
+        raise Unauthorized("the device token was revoked during the upload") from None
     except BaseException:
         if seq is not None and received == 0:
             await _ledger(directory, session, "release", seq)

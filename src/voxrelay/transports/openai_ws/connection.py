@@ -32,6 +32,7 @@ from voxrelay.transports.openai_ws.close_codes import (
     CLOSE_FOR_REASON,
     CLOSE_INVALID,
     CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHORIZED,
 )
 from voxrelay.transports.openai_ws.mode_interface import Mode
 from voxrelay.transports.openai_ws.openai_objects import conversation_created
@@ -132,6 +133,12 @@ class Connection:
         if not self.closing:
             self.outbox.put_nowait(_Close(code, reason[:120]))
             self.closing = True
+
+    def revoked(self) -> None:
+        """The device's token was revoked: an ``error`` event, then close with 4401."""
+        message = "the device token was revoked"
+        self.send(error_event("invalid_api_key", message))
+        self.close(CLOSE_UNAUTHORIZED, message)
 
     async def close_now(self, code: int, reason: str) -> None:
         self.closing = True

@@ -13,6 +13,7 @@ from voxrelay.config import Settings
 from voxrelay.exceptions import Unauthorized
 from voxrelay.openai_realtime.protocol import Dialect
 from voxrelay.providers.base import SessionOptions
+from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import Store
 from voxrelay.transports.openai_ws.close_codes import CLOSE_UNAUTHORIZED
@@ -71,7 +72,11 @@ async def realtime(websocket: WebSocket) -> None:
     if opening is None:
         return
     session, fresh = opening
-    with metrics.ACTIVE_STREAMS.labels(transport="websocket").track_inprogress():
+    revocations: Revocations = app.state.revocations
+    with (
+        revocations.watch(device, connection.revoked),
+        metrics.ACTIVE_STREAMS.labels(transport="websocket").track_inprogress(),
+    ):
         try:
             await connection.run(session, fresh, _mode(connection, session, fresh, settings))
         except Exception:
