@@ -108,6 +108,8 @@ class VoxrelayClient:
                 await response.aread()
                 _raise_for_error(response, always=True)
             async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue  # a keepalive comment, which httpx-sse hands on once ids began
                 yield StreamEvent(int(sse.id) if sse.id else 0, sse.event, json.loads(sse.data))
 
     async def upload(

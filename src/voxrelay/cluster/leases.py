@@ -11,16 +11,21 @@ from redis.asyncio import Redis
 
 _PREFIX = "voxrelay:"
 
-# Renew the keys still held by this member (ARGV[1]) for ARGV[2] ms.
+# Renew the keys this member (ARGV[1]) holds for ARGV[2] ms; put back those Redis
+# lost (restarted empty, or paused past the lease); return those another member took.
 _RENEW = """
-local renewed = 0
+local taken = {}
 for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
+  local holder = redis.call('GET', key)
+  if holder == ARGV[1] then
     redis.call('PEXPIRE', key, ARGV[2])
-    renewed = renewed + 1
+  elseif not holder then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  else
+    table.insert(taken, key)
   end
 end
-return renewed
+return taken
 """
 # Give a key back, if this member (ARGV[1]) still holds it.
 _RELEASE = """
@@ -55,12 +60,21 @@ class Leases:
         self._release: Any = redis.register_script(_RELEASE)
         self._take_over: Any = redis.register_script(_TAKE_OVER)
 
-    async def renew(self) -> None:
-        """Keep this member and everything it holds alive for another lease."""
+    async def renew(self) -> list[str]:
+        """Keep this member and everything it holds alive for another lease; returns
+        the keys another member holds now (this one's hold on them lapsed)."""
         await self._redis.set(member_key(self.member), "1", px=self._lease_ms)
-        if self.held:
-            keys = [holder_key(key) for key in self.held]
-            await self._renew(keys=keys, args=[self.member, self._lease_ms])
+        if not self.held:
+            return []
+        held = sorted(self.held)
+        names = [holder_key(key) for key in held]
+        taken = {
+            _text(name)
+            for name in await self._renew(keys=names, args=[self.member, self._lease_ms])
+        }
+        lost = [key for key, name in zip(held, names, strict=True) if name in taken]
+        self.held.difference_update(lost)
+        return lost
 
     async def leave(self) -> None:
         for key in list(self.held):

@@ -98,6 +98,8 @@ class Cluster:
     # -- Elsewhere ---
 
     async def here(self, key: str, *, claim: bool = False) -> bool:
+        if self._registry.get(key) or self._registry.for_conversation(key):
+            return True  # held here: no need to ask Redis (which may not be answering)
         with _redis_answers():
             if claim:
                 return await self.leases.claim(key) == self.member
@@ -192,10 +194,19 @@ class Cluster:
                 if not self._joined:
                     await self._join_once()
                     log.info("joined the cluster")
-                await self.leases.renew()
+                for key in await self.leases.renew():
+                    self._lost_to_another(key)
                 await self._forget_the_dead()
             except Exception as error:
                 log.warning("renewing this member's leases failed: %s", error)
+
+    def _lost_to_another(self, key: str) -> None:
+        """Another member holds ``key`` now (this one's lease lapsed while Redis was
+        away): one session per conversation, so this one ends."""
+        session = self._registry.get(key) or self._registry.for_conversation(key)
+        if session is not None and session.active:
+            log.warning("another member holds %s now; ending the session here", key)
+            self._spawn(session.end("upstream_failed"))
 
     async def _forget_the_dead(self) -> None:
         others = set(self.owners.clients) | set(self._served)

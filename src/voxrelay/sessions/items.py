@@ -26,6 +26,12 @@ class Turn:
     committed_at: float = field(default_factory=time.monotonic)
     first_audio_ms: float | None = None
 
+    def latency(self) -> dict[str, float] | None:
+        """What an answer's message keeps of its timing."""
+        if self.first_audio_ms is None:
+            return None
+        return {"firstAudioMs": round(self.first_audio_ms, 1)}
+
 
 class Items:
     def __init__(self, next_position: int) -> None:

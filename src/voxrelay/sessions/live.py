@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from voxrelay.eventlog import Event, EventLog
+from voxrelay.exceptions import InvalidRequest, TooLarge
 from voxrelay.providers.base import RawEvents, SessionOptions, TurnDetection
 
 EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
@@ -105,6 +106,16 @@ class LiveSession(Protocol):
     def can_restart(self) -> bool:
         """Whether the session may still be replaced by one with other settings."""
         ...
+
+
+def check_text(text: str, max_chars: int) -> None:
+    """A typed message the session may take: not too long, and valid Unicode."""
+    if len(text) > max_chars:
+        raise TooLarge(f"a message may hold at most {max_chars} characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("the text is not valid Unicode (a lone surrogate)") from None
 
 
 def new_item_id() -> str:

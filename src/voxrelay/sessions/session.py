@@ -45,11 +45,11 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
-from voxrelay.exceptions import InvalidRequest, SessionEnded, TooLarge
+from voxrelay.exceptions import SessionEnded
 from voxrelay.providers.base import Provider, RawProvider, TurnDetection
 from voxrelay.sessions.items import AssistantItem, Items, Turn
 from voxrelay.sessions.listeners import Listeners
-from voxrelay.sessions.live import EndReason, Reads, new_item_id
+from voxrelay.sessions.live import EndReason, Reads, check_text, new_item_id
 from voxrelay.sessions.transcripts import TranscriptWriter, cut_to_fraction
 from voxrelay.store import Store
 
@@ -245,7 +245,7 @@ class Session:
         """Send a typed user message upstream and ask for an answer. With the
         ``item_id`` of a message already stored by ``add_user_text``, it is not
         stored or published again."""
-        self._check_text(text)
+        check_text(text, self._max_text_chars)
         item_id = item_id or new_item_id()
         async with self._applying():
             self._turn = Turn()
@@ -260,7 +260,7 @@ class Session:
         """Store a typed user message whose item id the client chose, in its place
         in the conversation, and publish its final transcript; nothing goes upstream
         (the caller sends the item itself, raw or with ``send_text``)."""
-        self._check_text(text)
+        check_text(text, self._max_text_chars)
         async with self._applying():
             self._turn = Turn()
             self._record_user_text(item_id, text)
@@ -327,14 +327,6 @@ class Session:
             except Exception as error:
                 self._upstream_refused("request", error)
                 raise
-
-    def _check_text(self, text: str) -> None:
-        if len(text) > self._max_text_chars:
-            raise TooLarge(f"a message may hold at most {self._max_text_chars} characters")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRequest("the text is not valid Unicode (a lone surrogate)") from None
 
     def _upstream_refused(self, what: str, error: Exception) -> None:
         log.warning("upstream rejected %s: %s", what, error)
@@ -460,7 +452,11 @@ class Session:
         item.text = text
         if item.message_id is None and text.strip():
             item.message_id = self._transcripts.add(
-                "assistant", text, position, event.item_id, meta=self._latency_meta()
+                "assistant",
+                text,
+                position,
+                event.item_id,
+                meta=self._turn.latency() if self._turn else None,
             )
             metrics.TURNS.inc()
         self._publish_final("assistant", event.item_id, text)
@@ -490,11 +486,6 @@ class Session:
 
     def _assistant_item(self, item_id: str, response_id: str | None = None) -> AssistantItem:
         return self._items.answer(item_id, response_id or self._responding or "")
-
-    def _latency_meta(self) -> dict[str, Any] | None:
-        if self._turn is None or self._turn.first_audio_ms is None:
-            return None
-        return {"firstAudioMs": round(self._turn.first_audio_ms, 1)}
 
     def _publish_final(self, role: str, item_id: str, text: str) -> None:
         self.log.append(

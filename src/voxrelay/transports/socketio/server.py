@@ -1,0 +1,76 @@
+"""The Socket.IO server on the app's own port: python-socketio set up for audio
+(orjson packets, events applied in order, long polls released at once) with the
+``/realtime`` namespace mounted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import socketio
+from engineio.payload import Payload
+from fastapi import FastAPI
+
+from voxrelay.transports.socketio.namespace import (
+    MAX_PACKETS_PER_POLL,
+    NAMESPACE,
+    RealtimeNamespace,
+)
+from voxrelay.workers.ownership import SINGLE, Ownership
+
+
+def _release_long_polls(sio: socketio.AsyncServer) -> None:
+    """A client that closes a long-polling connection leaves its pending GET
+    waiting in python-engineio until the ping interval and timeout pass (45 s),
+    which also holds up a graceful shutdown as long: answer it at once."""
+    eio = sio.eio
+    handle_disconnect = eio.handlers["disconnect"]
+
+    async def on_disconnect(eio_sid: str, reason: Any = None) -> None:
+        await handle_disconnect(eio_sid, reason)
+        if reason != eio.reason.CLIENT_DISCONNECT:
+            return
+        socket = eio.sockets.get(eio_sid)
+        if socket is not None and socket.closing and not socket.upgraded:
+            socket.queue.put_nowait(None)
+
+    eio.on("disconnect", on_disconnect)
+
+
+class _Json:
+    """orjson for python-socketio's packets, in the shape of the ``json`` module it
+    expects (every audio chunk a client sends is a JSON packet to decode)."""
+
+    @staticmethod
+    def dumps(value: Any, **_: Any) -> str:
+        return orjson.dumps(value).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)
+
+
+def mount(app: FastAPI, ownership: Ownership = SINGLE) -> socketio.AsyncServer:
+    """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
+    Engine.IO session ids are owned by this worker, so that a long-polling
+    client's requests are handed here whichever worker they reach."""
+    # The maintainers' advice (python-engineio#142); it is process-wide.
+    Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_POLL)
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        # One socket's events are applied one after another, in the order sent
+        # (audio chunks must not overtake each other), and a busy socket reads
+        # no further until the session has taken its request.
+        async_handlers=False,
+        # Audio chunks travel in JSON as base64; leave room for a few seconds.
+        max_http_buffer_size=4 << 20,
+        namespaces=[NAMESPACE],
+        json=_Json,
+    )
+    if ownership.count > 1:
+        sio.eio.generate_id = lambda: ownership.new_id("")
+    RealtimeNamespace(sio, app)
+    _release_long_polls(sio)
+    app.state.socketio = sio
+    app.mount("/socket.io", socketio.ASGIApp(sio, socketio_path=""))
+    return sio
