@@ -168,6 +168,11 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balanced]:
     _stop(running)
 
 
+def test_the_guide_shows_the_shipped_config() -> None:
+    guide = (DOCS / "deployment.md").read_text()
+    assert NGINX_CONF.read_text().strip() in guide, "docs/deployment.md shows another nginx.conf"
+
+
 async def test_a_spoken_turn_streams_through_nginx_while_the_upload_is_still_open(
     balanced: Balanced,
 ) -> None:
