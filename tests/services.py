@@ -1,6 +1,7 @@
 """External services for tests: PostgreSQL and Redis on localhost.
 
-Tests that need a service call :func:`require_or_skip`: the test is skipped
+Tests that need a service call :func:`require_or_skip` (a program they start
+themselves, such as nginx: :func:`require_program_or_skip`): the test is skipped
 when the service does not answer, unless ``VOXRELAY_REQUIRE_SERVICES=1``, in
 which case it fails (CI sets it so a missing service cannot pass silently).
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -81,6 +83,22 @@ def require_or_skip(service_name: str, reason: str) -> None:
     ``VOXRELAY_REQUIRE_SERVICES=1`` fail it instead."""
     if service_available(service_name):
         return
+    if services_required():
+        pytest.fail(f"{reason} (VOXRELAY_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+# Where Debian and others put daemons' binaries, often outside a user's PATH.
+_SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
+
+
+def require_program_or_skip(name: str, reason: str) -> str:
+    """The path of the program ``name`` (on PATH, or in an sbin directory); when it
+    is not installed, skip the running test, or with ``VOXRELAY_REQUIRE_SERVICES=1``
+    fail it."""
+    found = shutil.which(name) or shutil.which(name, path=_SBIN)
+    if found is not None:
+        return found
     if services_required():
         pytest.fail(f"{reason} (VOXRELAY_REQUIRE_SERVICES=1)", pytrace=False)
     pytest.skip(reason)
