@@ -489,3 +489,30 @@ async def test_nodes_of_several_workers_each_serve_every_conversation(tmp_path: 
             assert [role for role, _ in messages] == ["user", "assistant", "user", "assistant"]
     finally:
         await _tear_down(nodes)
+
+
+async def test_a_holder_puts_back_the_leases_redis_lost(two: Nodes) -> None:
+    import redis.asyncio
+
+    async with VoxrelayClient(two[0].url, two.token) as a:
+        session = await a.create_session(turnDetection="manual")
+    cid = session["conversationId"]
+    shared = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        holder = await shared.get(f"voxrelay:holder:{cid}")
+        assert holder is not None
+        # Redis forgets (restarted empty): the holder's next renewal puts it back.
+        await shared.delete(f"voxrelay:holder:{cid}", f"voxrelay:holder:{session['id']}")
+        for _ in range(50):
+            if await shared.get(f"voxrelay:holder:{cid}") == holder:
+                break
+            await asyncio.sleep(LEASE_SECONDS / 10)
+        assert await shared.get(f"voxrelay:holder:{cid}") == holder
+        assert await shared.get(f"voxrelay:holder:{session['id']}") == holder
+    finally:
+        await shared.aclose()
+    async with VoxrelayClient(two[1].url, two.token) as b:
+        await b.text(cid, "found again")
+        await b.end(cid)
+    messages = await _messages(two[0].url, two.token, cid, 2)
+    assert messages[0] == ("user", "found again")
