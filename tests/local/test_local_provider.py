@@ -136,7 +136,8 @@ async def test_real_speech_is_heard_and_answered_with_speech() -> None:
     assert rate == RATE
     # Real time, as a watch streams it.
     await feed(provider, speech + silence(1000, RATE), speed=1.0)
-    done = await got.until(ResponseDone)
+    # Recognition and synthesis on a shared 2-core machine: room for a busy moment.
+    done = await got.until(ResponseDone, seconds=40)
     started = got.of(SpeechStarted)
     stopped = got.of(SpeechStopped)
     assert len(started) == len(stopped) == 1
