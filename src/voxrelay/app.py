@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -116,6 +117,10 @@ def create_app(
         except Exception as error:
             log.warning("readiness: database did not answer: %s", error)
             checks["database"] = "unavailable"
+        if not request.app.state.registry.write_health.ok:
+            checks["database"] = "writes failing"
+        if not _database_file_exists(settings.database_url):
+            checks["database"] = "file missing"
         if request.app.state.redis is not None:
             try:
                 await asyncio.wait_for(request.app.state.redis.ping(), timeout=2)
@@ -159,3 +164,12 @@ async def _end_stale_sessions(
     stale = await store.end_stale_sessions("server_shutdown", only=only)
     if stale:
         log.info("marked %d sessions of an earlier run as ended", stale)
+
+
+def _database_file_exists(url: str) -> bool:
+    """False for a SQLite database whose file was deleted from under the server (its
+    open connections would go on answering)."""
+    if not url.startswith("sqlite") or ":memory:" in url:
+        return True
+    path = url.split(":///", 1)[-1].split("?", 1)[0]
+    return not path or Path(path).exists()

@@ -47,6 +47,8 @@ class Settings:
     # Largest single upload body (a chunked upload may last a whole conversation).
     max_upload_bytes: int = 256 << 20
     keepalive_seconds: float = 15.0
+    # How long an ended session's messages are still tried while the database refuses.
+    storage_retry_seconds: float = 30.0
     # How often open connections are checked for a revoked token.
     revocation_check_seconds: float = 2.0
     # The replay buffer keeps at least ``grace_seconds`` of events, within this bound.

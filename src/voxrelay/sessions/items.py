@@ -7,6 +7,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from voxrelay.audio import duration_ms
+from voxrelay.sessions.transcripts import cut_to_fraction
+
 
 @dataclass(slots=True)
 class AssistantItem:
@@ -17,6 +20,16 @@ class AssistantItem:
     text: str = ""
     heard_fraction: float | None = None
     message_id: str | None = None
+
+    def hear(self, played_ms: int, rate: int) -> int:
+        """Only ``played_ms`` of this answer's audio (at ``rate``) was heard: keep that
+        fraction, and cut the text already complete to it; returns the heard ms."""
+        total_ms = duration_ms(self.audio_bytes, rate)
+        heard_ms = int(min(max(played_ms, 0), total_ms))
+        self.heard_fraction = heard_ms / total_ms if total_ms > 0 else 0.0
+        if self.message_id is not None:
+            self.text = cut_to_fraction(self.text, self.heard_fraction)
+        return heard_ms
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from voxrelay.exceptions import ConversationBusy, ServerClosing, UpstreamUnavail
 from voxrelay.providers.base import HistoryMessage, Provider, ProviderError
 from voxrelay.sessions.live import EndReason, StartRequest
 from voxrelay.sessions.session import Session
+from voxrelay.sessions.transcripts import TranscriptWriter, WriteHealth
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class Registry:
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
         self._closing = False
         self.calls: dict[str, OwnerCall] = {}
+        # Whether this process's message writes land (``/readyz``).
+        self.write_health = WriteHealth()
         # Called with each session once it has opened, and once it has ended.
         self.on_started: list[Callable[[Session], None]] = []
         self.on_ended: list[Callable[[Session], None]] = []
@@ -137,6 +140,13 @@ class Registry:
             log_keep_seconds=max(self._settings.grace_seconds, 1.0),
             log_max_bytes=self._settings.replay_max_bytes,
             max_text_chars=self._settings.max_text_chars,
+            transcripts=TranscriptWriter(
+                self._store,
+                conversation_id,
+                record.id,
+                health=self.write_health,
+                retry_after_end_seconds=self._settings.storage_retry_seconds,
+            ),
             next_position=(messages[-1].position + 1) if messages else 0,
         )
         session.when_listened(
@@ -169,6 +179,17 @@ class Registry:
 
     async def _forget_when_ended(self, session: Session) -> None:
         await session.wait_ended()
+        metrics.SESSIONS_ENDED.labels(reason=session.end_reason or "client_end").inc()
+        log.info(
+            "session ended",
+            extra={
+                "conversation_id": session.conversation_id,
+                "session_id": session.id,
+                "reason": session.end_reason,
+                "duration_s": round(session.lived_seconds, 3),
+                "messages": session.stored_messages,
+            },
+        )
         self._disarm_idle_timer(session)
         self._sessions.pop(session.id, None)
         if self._by_conversation.get(session.conversation_id) is session:

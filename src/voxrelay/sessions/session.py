@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from voxrelay import metrics
-from voxrelay.audio import StreamResampler, duration_ms
+from voxrelay.audio import StreamResampler
 from voxrelay.eventlog import EventLog
 from voxrelay.events import (
     AudioDelta,
@@ -50,7 +50,7 @@ from voxrelay.providers.base import Provider, RawProvider, TurnDetection
 from voxrelay.sessions.items import AssistantItem, Items, Turn
 from voxrelay.sessions.listeners import Listeners
 from voxrelay.sessions.live import EndReason, Reads, check_text, new_item_id
-from voxrelay.sessions.transcripts import TranscriptWriter, cut_to_fraction
+from voxrelay.sessions.transcripts import STORAGE_UNAVAILABLE, TranscriptWriter, cut_to_fraction
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class Session:
         log_keep_seconds: float,
         log_max_bytes: int,
         next_position: int,
+        transcripts: TranscriptWriter,
         max_text_chars: int = 4000,
     ) -> None:
         self.id = id
@@ -98,7 +99,8 @@ class Session:
         # Requests are applied one at a time, in order (asyncio.Lock wakes waiters FIFO);
         # an uncontended acquire does not suspend.
         self._order = asyncio.Lock()
-        self._transcripts = TranscriptWriter(store, conversation_id, id)
+        self._transcripts = transcripts
+        transcripts.on_failing = lambda: self._publish_error(*STORAGE_UNAVAILABLE)
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         self._max_text_chars = max_text_chars
@@ -165,17 +167,14 @@ class Session:
         )
         self.log.close()
         self._ended.set()
-        metrics.SESSIONS_ENDED.labels(reason=reason).inc()
-        log.info(
-            "session ended",
-            extra={
-                "conversation_id": self.conversation_id,
-                "session_id": self.id,
-                "reason": reason,
-                "duration_s": round(time.monotonic() - self._opened_at, 3),
-                "messages": self._transcripts.messages,
-            },
-        )
+
+    @property
+    def lived_seconds(self) -> float:
+        return time.monotonic() - self._opened_at
+
+    @property
+    def stored_messages(self) -> int:
+        return self._transcripts.messages
 
     # -- listeners -----------------------------------------------------------------
 
@@ -348,15 +347,11 @@ class Session:
     def _cut_to_heard(self, item: AssistantItem, played_ms: int) -> int:
         """Remember how much of ``item`` was heard (cutting its stored text if it
         was already stored); returns the heard milliseconds."""
-        total_ms = duration_ms(item.audio_bytes, self._provider.output_rate)
-        heard_ms = int(min(max(played_ms, 0), total_ms))
-        item.heard_fraction = heard_ms / total_ms if total_ms > 0 else 0.0
+        heard_ms = item.hear(played_ms, self._provider.output_rate)
         if item.message_id is not None:
             # The answer was already stored whole: cut it to what was heard.
-            text = cut_to_fraction(item.text, item.heard_fraction)
-            item.text = text
-            self._transcripts.update(item.message_id, text)
-            self._publish_final("assistant", item.item_id, text)
+            self._transcripts.update(item.message_id, item.text)
+            self._publish_final("assistant", item.item_id, item.text)
         return heard_ms
 
     def on_model_event(self, event: ModelEvent) -> None:

@@ -1,10 +1,18 @@
-"""The transcript writer: a session's finished messages, stored in order off the audio path."""
+"""The transcript writer: a session's finished messages, stored in order off the audio path.
+
+A write the database refuses is kept, with every one after it, and tried again
+with backoff for as long as the session lives (and for a bounded time once it
+ends): nothing is dropped while the database is away, and once it answers again
+every message lands, in order. Meanwhile the session's listeners are told
+(``storage_unavailable``) and ``/readyz`` answers 503.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,16 +22,47 @@ from voxrelay.store import Store
 log = logging.getLogger(__name__)
 
 _Write = Callable[[], Awaitable[None]]
+# What a session's listeners are told while its messages wait for the database.
+STORAGE_UNAVAILABLE = (
+    "storage_unavailable",
+    "messages are not being stored right now; they are kept and retried",
+)
+_FIRST_RETRY_SECONDS = 0.2
+_LAST_RETRY_SECONDS = 5.0
+
+
+class WriteHealth:
+    """Whether this process's message writes land: the sessions whose writes fail now."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing
 
 
 class TranscriptWriter:
     """Queues a session's message writes and lands them in order from its own task,
     so a slow database never holds back audio."""
 
-    def __init__(self, store: Store, conversation_id: str, session_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        conversation_id: str,
+        session_id: str,
+        *,
+        health: WriteHealth,
+        retry_after_end_seconds: float,
+    ) -> None:
         self._store = store
         self._conversation_id = conversation_id
         self._session_id = session_id
+        self._health = health
+        # Called when writes start failing (the session tells its listeners).
+        self.on_failing: Callable[[], None] = lambda: None
+        self._retry_after_end = retry_after_end_seconds
+        self._give_up_at: float | None = None
         self._writes: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.messages = 0
@@ -63,22 +102,52 @@ class TranscriptWriter:
         self._writes.put_nowait(write)
 
     async def close(self) -> None:
-        """Store everything queued so far, then stop."""
+        """Store everything queued so far (a failing database is tried for a bounded
+        time more), then stop."""
+        self._give_up_at = time.monotonic() + self._retry_after_end
         self._writes.put_nowait(None)
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        self._health.failing.discard(self._session_id)
 
     async def _run(self) -> None:
         while (write := await self._writes.get()) is not None:
-            for attempt in range(3):
-                try:
-                    await write()
-                    break
-                except Exception:
-                    log.exception(
-                        "storing a message of %s failed (try %d)", self._session_id, attempt + 1
+            if not await self._land(write):
+                lost = self._writes.qsize()  # the None that ends the queue included
+                log.error(
+                    "gave up storing %d messages of %s: the database does not take them",
+                    lost,
+                    self._session_id,
+                )
+                return
+
+    async def _land(self, write: _Write) -> bool:
+        """Store one message, however many tries it takes; False only once the session
+        has ended and the database still refuses past the bounded time."""
+        delay = _FIRST_RETRY_SECONDS
+        failing = False
+        while True:
+            try:
+                await write()
+            except Exception as error:
+                if not failing:
+                    failing = True
+                    log.error(
+                        "storing a message of %s failed; keeping it and trying again: %s",
+                        self._session_id,
+                        error,
                     )
-                    await asyncio.sleep(0.2 * (attempt + 1))
+                    self._health.failing.add(self._session_id)
+                    self.on_failing()
+                if self._give_up_at is not None and time.monotonic() > self._give_up_at:
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _LAST_RETRY_SECONDS)
+                continue
+            if failing:
+                log.info("messages of %s are stored again", self._session_id)
+                self._health.failing.discard(self._session_id)
+            return True
 
 
 def cut_to_fraction(text: str, fraction: float) -> str:
