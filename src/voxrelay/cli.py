@@ -105,7 +105,23 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("device")
     revoke.set_defaults(run=_token_revoke)
 
+    db = commands.add_parser("db", help="the database schema: migrate it, show its revision")
+    db.add_argument("--database-url", default=None, help=_DATABASE_URL_HELP)
+    steps = db.add_subparsers(dest="action", required=True)
+    upgrade = steps.add_parser(
+        "upgrade", help="migrate the database to this version's schema (safe to repeat)"
+    )
+    current = steps.add_parser(
+        "current", help="print the schema's revision; exit 1 unless it is this version's"
+    )
+    for step, run in ((upgrade, _db_upgrade), (current, _db_current)):
+        # After the step too; SUPPRESS keeps a URL given before it.
+        step.add_argument("--database-url", default=argparse.SUPPRESS, help=_DATABASE_URL_HELP)
+        step.set_defaults(run=run)
     return parser
+
+
+_DATABASE_URL_HELP = f"(env VOXRELAY_DATABASE_URL; default {Settings.database_url!r})"
 
 
 def _bool(raw: str) -> bool:
@@ -218,6 +234,29 @@ def _token_revoke(args: argparse.Namespace) -> int:
         return 1
     print(f"revoked {count} token(s) of device {args.device!r}")
     return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from voxrelay.store.engine import head_revision, upgrade_database
+
+    before = _run(upgrade_database(_settings(args).database_url))
+    head = head_revision()
+    if before == head:
+        done = "already up to date"
+    elif before is None:
+        done = "upgraded from an empty database"
+    else:
+        done = f"upgraded from revision {before}"
+    print(f"database at revision {head} (head), {done}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from voxrelay.store.engine import database_revision, describe_schema, head_revision
+
+    revision = _run(database_revision(_settings(args).database_url))
+    print(describe_schema(revision))
+    return 0 if revision == head_revision() else 1
 
 
 if __name__ == "__main__":
