@@ -45,7 +45,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await Store.open(settings.database_url)
+        store = await Store.open(
+            settings.database_url,
+            migrate=settings.migrate_on_start,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
         redis = None
         if settings.redis_url:
             from redis.asyncio import Redis

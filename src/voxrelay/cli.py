@@ -5,18 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import fields
+from typing import Any, TypeVar
 
 from voxrelay import __version__
-from voxrelay.config import Settings, _env_name
+from voxrelay.config import Settings, _env_name, parse_bool
 from voxrelay.providers.base import ProviderError
 from voxrelay.store import Store
+from voxrelay.store.engine import CannotOpenDatabase, sqlite_threads_finished
+
+T = TypeVar("T")
 
 _SERVE_FLAGS = (
     "host",
     "port",
     "database_url",
+    "database_pool_size",
+    "database_max_overflow",
+    "migrate_on_start",
     "redis_url",
     "lease_seconds",
     "provider",
@@ -38,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProviderError, ValueError) as error:
         print(f"voxrelay: {error}", file=sys.stderr)
         return 2
+    except CannotOpenDatabase as error:
+        print(f"voxrelay: {error}", file=sys.stderr)
+        return 1
     return result
 
 
@@ -50,11 +60,25 @@ def _parser() -> argparse.ArgumentParser:
     types = {f.name: f for f in fields(Settings)}
     for name in _SERVE_FLAGS:
         kind = str(types[name].type)
+        flag = "--" + name.replace("_", "-")
+        described = f"(env {_env_name(name)}; default {types[name].default!r})"
+        if kind.startswith("bool"):
+            # ``--migrate-on-start`` alone is true; ``--migrate-on-start no`` false.
+            serve.add_argument(
+                flag,
+                type=_bool,
+                nargs="?",
+                const=True,
+                default=None,
+                metavar="yes|no",
+                help=f"{described}; the flag alone: yes",
+            )
+            continue
         serve.add_argument(
-            "--" + name.replace("_", "-"),
+            flag,
             type=int if kind.startswith("int") else float if kind.startswith("float") else str,
             default=None,
-            help=f"(env {_env_name(name)}; default {types[name].default!r})",
+            help=described,
         )
     serve.set_defaults(run=_serve)
 
@@ -80,7 +104,31 @@ def _parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="revoke every token of a device")
     revoke.add_argument("device")
     revoke.set_defaults(run=_token_revoke)
+
+    db = commands.add_parser("db", help="the database schema: migrate it, show its revision")
+    db.add_argument("--database-url", default=None, help=_DATABASE_URL_HELP)
+    steps = db.add_subparsers(dest="action", required=True)
+    upgrade = steps.add_parser(
+        "upgrade", help="migrate the database to this version's schema (safe to repeat)"
+    )
+    current = steps.add_parser(
+        "current", help="print the schema's revision; exit 1 unless it is this version's"
+    )
+    for step, run in ((upgrade, _db_upgrade), (current, _db_current)):
+        # After the step too; SUPPRESS keeps a URL given before it.
+        step.add_argument("--database-url", default=argparse.SUPPRESS, help=_DATABASE_URL_HELP)
+        step.set_defaults(run=run)
     return parser
+
+
+_DATABASE_URL_HELP = f"(env VOXRELAY_DATABASE_URL; default {Settings.database_url!r})"
+
+
+def _bool(raw: str) -> bool:
+    try:
+        return parse_bool(raw)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}, got {raw!r}") from None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -93,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     provider_factory(settings)  # fail now on missing credentials
+    _check_database(settings)  # and on a database the server could not start with
     if settings.workers > 1:
         from voxrelay.workers import supervisor
 
@@ -102,8 +151,36 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` for a command that opens the database."""
+
+    async def then_settle() -> T:
+        try:
+            return await coroutine
+        finally:
+            await sqlite_threads_finished()
+
+    return asyncio.run(then_settle())
+
+
+def _check_database(settings: Settings) -> None:
+    """Raise :class:`CannotOpenDatabase` when the database does not answer or its
+    schema is one the server would refuse (not there, with migrate_on_start off).
+    Migrating, when on, is left to the server: logged, and once per process."""
+    from voxrelay.store.engine import database_revision, require_servable
+
+    revision = _run(database_revision(settings.database_url))
+    require_servable(revision, migrate=settings.migrate_on_start)
+
+
 async def _with_store(args: argparse.Namespace) -> Store:
-    return await Store.open(_settings(args).database_url)
+    settings = _settings(args)
+    return await Store.open(
+        settings.database_url,
+        migrate=settings.migrate_on_start,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
 
 
 def _talk(args: argparse.Namespace) -> int:
@@ -123,7 +200,7 @@ def _token_create(args: argparse.Namespace) -> int:
         print(f"device: {record.device}\nuser: {user}\ntoken (shown once):")
         return token
 
-    print(asyncio.run(go()))
+    print(_run(go()))
     return 0
 
 
@@ -139,7 +216,7 @@ def _token_list(args: argparse.Namespace) -> int:
             status = "revoked" if t.revoked_at else "active"
             print(f"{t.device:24} {t.user_id or '-':24} {t.created_at.isoformat():27} {status}")
 
-    asyncio.run(go())
+    _run(go())
     return 0
 
 
@@ -151,12 +228,35 @@ def _token_revoke(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    count = asyncio.run(go())
+    count = _run(go())
     if count == 0:
         print(f"no active token for device {args.device!r}", file=sys.stderr)
         return 1
     print(f"revoked {count} token(s) of device {args.device!r}")
     return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from voxrelay.store.engine import head_revision, upgrade_database
+
+    before = _run(upgrade_database(_settings(args).database_url))
+    head = head_revision()
+    if before == head:
+        done = "already up to date"
+    elif before is None:
+        done = "upgraded from an empty database"
+    else:
+        done = f"upgraded from revision {before}"
+    print(f"database at revision {head} (head), {done}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from voxrelay.store.engine import database_revision, describe_schema, head_revision
+
+    revision = _run(database_revision(_settings(args).database_url))
+    print(describe_schema(revision))
+    return 0 if revision == head_revision() else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ from typing import Any
 PROVIDERS = ("echo", "local", "openai", "azure")
 SAMPLE_RATES = (8000, 16000, 24000, 48000)
 LOG_FORMATS = ("json", "text")
+# The PostgreSQL connection pool of each process (SQLite ignores it).
+DEFAULT_POOL_SIZE = 10
+DEFAULT_MAX_OVERFLOW = 10
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def normalize_database_url(url: str) -> str:
@@ -27,6 +32,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str = "sqlite+aiosqlite:///./voxrelay.db"
+    # PostgreSQL, per process: connections kept open, and how many more a peak may
+    # open beyond them (closed again when returned). SQLite ignores both.
+    database_pool_size: int = DEFAULT_POOL_SIZE
+    database_max_overflow: int = DEFAULT_MAX_OVERFLOW
+    # Bring the schema to this version's at start. Off: a schema that is not there
+    # stops the start, and ``voxrelay db upgrade`` is how it gets there.
+    migrate_on_start: bool = True
     redis_url: str | None = None
     # With Redis: how long a node's hold on its sessions outlives its last renewal
     # (renewed every third of it); a node that dies lets go within this time.
@@ -71,6 +83,10 @@ class Settings:
             raise ValueError(f"unknown provider {self.provider!r}; choose one of {PROVIDERS}")
         if self.workers < 1:
             raise ValueError("workers must be 1 or more")
+        if self.database_pool_size < 1:
+            raise ValueError("database_pool_size must be 1 or more")
+        if self.database_max_overflow < 0:
+            raise ValueError("database_max_overflow must be 0 or more")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"unknown log format {self.log_format!r}; choose one of {LOG_FORMATS}")
 
@@ -79,10 +95,14 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(_env_name(f.name))
+            name = _env_name(f.name)
+            raw = env.get(name)
             if raw is None or raw == "":
                 continue
-            values[f.name] = _coerce(f.type, raw)
+            try:
+                values[f.name] = _coerce(f.type, raw)
+            except ValueError as error:
+                raise ValueError(f"{name}={raw!r}: {error}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -103,8 +123,20 @@ def _env_name(name: str) -> str:
     return _UNPREFIXED.get(name, "VOXRELAY_" + name.upper())
 
 
+def parse_bool(raw: str) -> bool:
+    """``1``/``0``, ``true``/``false``, ``yes``/``no``, ``on``/``off`` (any case)."""
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"expected {'/'.join(_TRUE)} or {'/'.join(_FALSE)}")
+
+
 def _coerce(type_name: Any, raw: str) -> Any:
     text = str(type_name)
+    if text.startswith("bool"):
+        return parse_bool(raw)
     if text.startswith("int"):
         return int(raw)
     if text.startswith("float"):

@@ -10,18 +10,24 @@ before reading, so concurrent callers are serialised instead of racing.
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import TracebackType
 from typing import Self
 
 from sqlalchemy import text
 
+from voxrelay.config import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
+
 from .conversations import ConversationStore
-from .engine import make_engine, migrate
+from .engine import check_schema, head_revision, open_engine, reporting
+from .engine import migrate as migrate_schema
 from .messages import MessageStore
 from .sessions import SessionStore
 from .tokens import TokenStore
 
 PING_TIMEOUT = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class Store(TokenStore, ConversationStore, MessageStore, SessionStore):
@@ -32,11 +38,35 @@ class Store(TokenStore, ConversationStore, MessageStore, SessionStore):
     all on the one engine."""
 
     @classmethod
-    async def open(cls, database_url: str) -> Store:
-        """Connect to ``database_url`` and migrate the schema to the latest revision."""
-        engine = make_engine(database_url)
+    async def open(
+        cls,
+        database_url: str,
+        *,
+        migrate: bool = True,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    ) -> Store:
+        """Connect to ``database_url`` and migrate the schema to the latest revision;
+        with ``migrate=False`` only check it is there (:class:`SchemaNotCurrent` if not).
+
+        A bad URL, a database that does not answer or a migration that fails raise
+        :class:`CannotOpenDatabase`. ``pool_size`` and ``max_overflow`` size the
+        PostgreSQL connection pool (see :func:`make_engine`).
+        """
+        engine = open_engine(database_url, pool_size=pool_size, max_overflow=max_overflow)
         try:
-            await migrate(engine)
+            if migrate:
+                with reporting(engine, "migrate"):
+                    before = await migrate_schema(engine)
+                if before != head_revision():
+                    log.info(
+                        "database migrated from revision %s to %s",
+                        before or "none",
+                        head_revision(),
+                    )
+            else:
+                with reporting(engine, "open"):
+                    await check_schema(engine)
         except BaseException:
             await engine.dispose()
             raise

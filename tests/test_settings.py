@@ -1,0 +1,80 @@
+"""Settings from the environment and from ``voxrelay serve`` flags: the database ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from voxrelay import cli
+from voxrelay.config import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, Settings, parse_bool
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("True", True),
+        ("YES", True),
+        ("on", True),
+        (" yes ", True),
+        ("0", False),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
+def test_bool_settings_parse(raw: str, expected: bool) -> None:
+    assert parse_bool(raw) is expected
+    assert Settings.from_env({"VOXRELAY_MIGRATE_ON_START": raw}).migrate_on_start is expected
+
+
+def test_a_bool_setting_that_is_neither_names_the_variable() -> None:
+    with pytest.raises(ValueError, match=r"VOXRELAY_MIGRATE_ON_START='maybe': expected 1/true"):
+        Settings.from_env({"VOXRELAY_MIGRATE_ON_START": "maybe"})
+
+
+def test_database_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.migrate_on_start is True
+    assert settings.database_pool_size == DEFAULT_POOL_SIZE == 10
+    assert settings.database_max_overflow == DEFAULT_MAX_OVERFLOW == 10
+
+
+def test_pool_settings_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"VOXRELAY_DATABASE_POOL_SIZE": "25", "VOXRELAY_DATABASE_MAX_OVERFLOW": "0"}
+    )
+    assert (settings.database_pool_size, settings.database_max_overflow) == (25, 0)
+    with pytest.raises(ValueError, match="VOXRELAY_DATABASE_POOL_SIZE='many'"):
+        Settings.from_env({"VOXRELAY_DATABASE_POOL_SIZE": "many"})
+    with pytest.raises(ValueError, match="database_pool_size must be 1 or more"):
+        Settings(database_pool_size=0)
+    with pytest.raises(ValueError, match="database_max_overflow must be 0 or more"):
+        Settings(database_max_overflow=-1)
+
+
+def _serve_settings(*flags: str) -> Settings:
+    return cli._settings(cli._parser().parse_args(["serve", *flags]))
+
+
+def test_serve_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VOXRELAY_MIGRATE_ON_START", raising=False)
+    monkeypatch.delenv("VOXRELAY_DATABASE_POOL_SIZE", raising=False)
+    assert _serve_settings().migrate_on_start is True
+    assert _serve_settings("--migrate-on-start", "no").migrate_on_start is False
+    assert _serve_settings("--migrate-on-start=0").migrate_on_start is False
+    monkeypatch.setenv("VOXRELAY_MIGRATE_ON_START", "false")
+    assert _serve_settings().migrate_on_start is False
+    assert _serve_settings("--migrate-on-start").migrate_on_start is True  # the flag wins
+    sized = _serve_settings("--database-pool-size", "3", "--database-max-overflow", "1")
+    assert (sized.database_pool_size, sized.database_max_overflow) == (3, 1)
+
+
+def test_a_serve_flag_that_is_not_a_bool_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli._parser().parse_args(["serve", "--migrate-on-start", "maybe"])
+    assert exited.value.code == 2
+    assert "expected 1/true/yes/on or 0/false/no/off, got 'maybe'" in capsys.readouterr().err
