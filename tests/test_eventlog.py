@@ -124,3 +124,23 @@ async def test_a_mirror_follows_the_ids_it_is_given_and_reports_a_gap() -> None:
     taken = late.take()
     assert isinstance(taken[0], ReplayGap) and taken[0].resumed_at == 6
     assert ids(taken[1:]) == [6]
+
+
+async def test_a_cursor_from_now_or_past_the_newest_event_takes_only_what_comes_next() -> None:
+    log = EventLog(keep_seconds=60, max_bytes=1 << 20)
+    for n in range(3):
+        log.append("n", {"n": n})
+    now, ahead = log.cursor(), log.cursor(99)
+    assert (now.head, now.next_id, ahead.next_id) == (3, 4, 4)
+    log.append("n", {"n": 3})
+    assert [e.id for e in now.take()] == [4]  # type: ignore[union-attr]
+    assert [e.id for e in ahead.take()] == [4]  # type: ignore[union-attr]
+
+
+async def test_a_stopped_cursor_ends_its_wait() -> None:
+    log = EventLog(keep_seconds=60, max_bytes=1 << 20)
+    cursor = log.cursor()
+    waiting = asyncio.ensure_future(cursor.wait())
+    await asyncio.sleep(0)
+    cursor.stop()
+    assert await asyncio.wait_for(waiting, 1) is False

@@ -145,9 +145,11 @@ class EventLog:
             return Event(*self._events[index])
         return None
 
-    def cursor(self, after: int) -> Cursor:
-        """A reader of every event with an id above ``after``, then each new one."""
-        return Cursor(self, after + 1)
+    def cursor(self, after: int | None = None) -> Cursor:
+        """A reader of every event with an id above ``after`` (None: from now on; an
+        id past the newest one is the newest one), then each new one."""
+        last = self._last_id
+        return Cursor(self, (last if after is None else min(after, last)) + 1)
 
     def _trim(self, now: float) -> None:
         events = self._events
@@ -164,11 +166,13 @@ class Cursor:
     instead of one event at a time.
     """
 
-    __slots__ = ("_log", "_stopped", "_waiter", "next_id")
+    __slots__ = ("_log", "_stopped", "_waiter", "head", "next_id")
 
     def __init__(self, log: EventLog, next_id: int) -> None:
         self._log = log
         self.next_id = next_id
+        # The newest id when the cursor was made: what it takes up to there is a replay.
+        self.head = log.last_id
         self._stopped = False
         self._waiter: asyncio.Future[None] | None = None
 

@@ -94,20 +94,16 @@ async def _write_events(
     """Project the session's log onto an SSE stream, from the right place, until the
     session ends or the device's token is revoked."""
     streams = metrics.ACTIVE_STREAMS.labels(transport="sse")
-    if last_event_id is not None:
-        after = min(last_event_id, session.log.last_id)
-    elif fresh:
-        after = 0
-    else:
-        after = session.log.last_id
+    # A stream that started its session reads it all; a reconnect, from its id on;
+    # a listener joining a live session, from now on (None).
+    after = 0 if fresh else last_event_id
     with session.attached(reads="replays", after=after), streams.track_inprogress():
-        log = session.log
-        if last_event_id is None and not fresh:
-            # A listener joining a live session starts now, not with old audio:
-            # it gets the opening event, numbered as the latest one it has seen.
-            await write(sse_frame(after, session.opening.type, session.opening.json))
-        head = log.last_id
-        cursor = log.cursor(after)
+        cursor = session.log.cursor(after)
+        if after is None:
+            # No old audio for it, but the opening event, numbered as the latest one
+            # it has seen.
+            opening = session.opening
+            await write(sse_frame(cursor.next_id - 1, opening.type, opening.json))
         revoked = False
 
         def on_revoked() -> None:
@@ -117,7 +113,7 @@ async def _write_events(
 
         revocations, device = watch
         with revocations.watch(device, on_revoked):
-            await _follow(cursor, write, head)
+            await _follow(cursor, write)
         if revoked:
             await write(sse_frame(cursor.next_id - 1, "error", _REVOKED))
 
@@ -125,7 +121,7 @@ async def _write_events(
 _REVOKED = b'{"code":"unauthorized","message":"the device token was revoked"}'
 
 
-async def _follow(cursor: Cursor, write: Write, head: int) -> None:
+async def _follow(cursor: Cursor, write: Write) -> None:
     latency = metrics.DOWNSTREAM_LATENCY["sse"]
     audio_times: list[float] = []
     while await cursor.wait():
@@ -141,7 +137,7 @@ async def _follow(cursor: Cursor, write: Write, head: int) -> None:
                 data = json.dumps({"code": "replay_gap", "message": message}).encode()
                 frames.append(sse_frame(item.resumed_at - 1, "error", data))
                 continue
-            if item.id <= head:
+            if item.id <= cursor.head:
                 metrics.REPLAYED_EVENTS.inc()
             elif item.type == "audio":
                 audio_times.append(item.at)

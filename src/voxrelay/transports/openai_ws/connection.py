@@ -210,7 +210,7 @@ class Connection:
         reads: Reads = "all" if self._mode.follows_audio else "no_audio"
         # A session this connection started is followed from its start (its opening
         # event is the protocol's own session.created); a joined one from now on.
-        after = 1 if fresh else session.log.last_id
+        after = 1 if fresh else None
         stack.enter_context(session.attached(reads=reads, after=after))
         self.session = session
         self._attachment = stack
@@ -239,7 +239,7 @@ class Connection:
         self.attach(session, fresh=True)
         return session
 
-    async def _follow(self, session: LiveSession, after: int) -> None:
+    async def _follow(self, session: LiveSession, after: int | None) -> None:
         mode = self._mode
         assert mode is not None
         cursor = session.log.cursor(after)

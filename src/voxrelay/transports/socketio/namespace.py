@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate
 from voxrelay.config import SAMPLE_RATES
-from voxrelay.eventlog import ReplayGap
+from voxrelay.eventlog import Cursor, ReplayGap
 from voxrelay.exceptions import NoActiveSession, Unauthorized, VoxrelayError
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession
@@ -254,12 +254,12 @@ class RealtimeNamespace:
         joined = link.joined = _Joined(session, stack)
         link.ended = None
         link.fields.update(conversation_id=session.conversation_id, session_id=session.id)
-        # Start after the head: a device that joins late hears no old audio.
-        after = session.log.last_id
+        # From now on: a device that joins late hears no old audio.
+        cursor = session.log.cursor()
         await self._emit(sid, "session-joined", joined_data)
         if link.joined is joined and not link.closed:
             joined.task = asyncio.get_running_loop().create_task(
-                self._forward(sid, link, joined, after), name=f"socketio-{sid}"
+                self._forward(sid, link, joined, cursor), name=f"socketio-{sid}"
             )
         return joined_data
 
@@ -342,14 +342,13 @@ class RealtimeNamespace:
 
     # -- server events -----------------------------------------------------------------
 
-    async def _forward(self, sid: str, link: _Link, joined: _Joined, after: int) -> None:
+    async def _forward(self, sid: str, link: _Link, joined: _Joined, cursor: Cursor) -> None:
         session = joined.session
         logs.bind(**link.fields)
         latency = metrics.DOWNSTREAM_LATENCY["socketio"]
         eio = self._sio.eio
         eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         audio_rate = b',"sampleRate":%d}' % session.output_rate
-        cursor = session.log.cursor(after)
         try:
             while await cursor.wait():
                 for item in cursor.take():
