@@ -73,12 +73,16 @@ class Bus:
 
     async def _write(self) -> None:
         while True:
-            batch = await self._batches.get()
+            batches = [await self._batches.get()]
+            # Whatever queued while the last round trip was out goes in this one.
+            while not self._batches.empty():
+                batches.append(self._batches.get_nowait())
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for (member, role), frames in batch.items():
-                        outer = frame({"from": self._member, "to": role}, b"".join(frames))
-                        pipe.publish(inbox(member), outer)
+                    for batch in batches:
+                        for (member, role), frames in batch.items():
+                            outer = frame({"from": self._member, "to": role}, b"".join(frames))
+                            pipe.publish(inbox(member), outer)
                     await pipe.execute()
             except Exception as error:
                 # The receivers notice what is missing (a reply times out, a stream

@@ -136,6 +136,12 @@ class Owners:
         asyncio.get_running_loop().create_task(start())
         return stream
 
+    def hold(self, owner: Address, session_id: str) -> int:
+        """Count a listener of the owner's session that reads nothing (until unfollowed)."""
+        stream = next(self._ids)
+        self.post(owner, {"op": "hold", "stream": stream, "session": session_id})
+        return stream
+
     def unfollow(self, owner: Address, stream: int) -> None:
         client = self.clients.get(owner)
         if client is not None:

@@ -36,6 +36,8 @@ class OwnerLink(Protocol):
 
     def follow(self, owner: Address, session: RemoteSession) -> int: ...
 
+    def hold(self, owner: Address, session_id: str) -> int: ...
+
     def follow_raw(self, owner: Address, session_id: str, raw: RemoteRaw) -> int: ...
 
     def unfollow(self, owner: Address, stream: int) -> None: ...
@@ -106,7 +108,12 @@ class RemoteSession:
     def attached(self, *, reads: Reads = "all", after: int | None = None) -> Iterator[None]:
         """Listen: the owner streams the session's events into ``log`` meanwhile (all
         of them, whatever ``reads`` says), and counts this as one of its listeners.
-        A first listener that replays from ``after`` has the mirror start there."""
+        A first listener that replays from ``after`` has the mirror start there. One that
+        reads nothing (an upload) only counts at the owner: no events come for it."""
+        if reads == "nothing":
+            with self._held():
+                yield
+            return
         if after is not None and after < self.log.last_id and self._stream is None:
             self.log = EventLog(
                 keep_seconds=self._link.log_keep_seconds,
@@ -123,6 +130,14 @@ class RemoteSession:
             if self.listeners == 0 and self._stream is not None:
                 self._link.unfollow(self.owner, self._stream)
                 self._stream = None
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        hold = self._link.hold(self.owner, self.id)
+        try:
+            yield
+        finally:
+            self._link.unfollow(self.owner, hold)
 
     def copy_in(self, payload: bytes) -> None:
         for event_id, kind, at, json in unpack_events(payload):

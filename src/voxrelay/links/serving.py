@@ -77,7 +77,8 @@ class Served:
         self._ordered: deque[tuple[Header, bytes]] = deque()
         self._ordering: asyncio.Task[None] | None = None
         self._follows: dict[int, asyncio.Task[None]] = {}
-        self._raw_follows: dict[int, contextlib.ExitStack] = {}
+        # Raw-event follows and holds, by stream: closed when unfollowed or lost.
+        self._subscriptions: dict[int, contextlib.ExitStack] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: dict[str, Callable[[Header], Awaitable[Header]]] = {
             "find": self._find,
@@ -96,11 +97,17 @@ class Served:
             self._follow(header)
         elif op == "follow_raw":
             self._follow_raw(header)
+        elif op == "hold":
+            session = self._registry.get(str(header["session"]))
+            if session is not None and session.active:
+                holding = contextlib.ExitStack()
+                holding.enter_context(session.attached(reads="nothing"))
+                self._subscriptions[int(header["stream"])] = holding
         elif op == "unfollow":
             task = self._follows.pop(int(header["stream"]), None)
             if task is not None:
                 task.cancel()
-            raw = self._raw_follows.pop(int(header["stream"]), None)
+            raw = self._subscriptions.pop(int(header["stream"]), None)
             if raw is not None:
                 raw.close()
         else:
@@ -206,13 +213,13 @@ class Served:
 
         subscription = contextlib.ExitStack()
         subscription.enter_context(session.raw.raw_events(forward))
-        self._raw_follows[stream] = subscription
+        self._subscriptions[stream] = subscription
 
     def lost(self) -> None:
         """The other process went away: stop streaming to it."""
         for task in list(self._follows.values()):
             task.cancel()
         self._follows.clear()
-        for subscription in self._raw_follows.values():
+        for subscription in self._subscriptions.values():
             subscription.close()
-        self._raw_follows.clear()
+        self._subscriptions.clear()

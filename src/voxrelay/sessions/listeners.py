@@ -29,7 +29,8 @@ class Listeners:
     @contextlib.contextmanager
     def attached(self, reads: Reads) -> Iterator[None]:
         self.count += 1
-        if reads != "no_audio":
+        reads_audio = reads in ("all", "replays")
+        if reads_audio:
             self._audio_readers += 1
         if reads == "replays":
             self._audio_replayable = True
@@ -39,7 +40,7 @@ class Listeners:
             yield
         finally:
             self.count -= 1
-            if reads != "no_audio":
+            if reads_audio:
                 self._audio_readers -= 1
             if self.count == 0 and self.on_idle is not None:
                 self.on_idle()

@@ -20,7 +20,7 @@ from voxrelay.providers.base import RawEvents, SessionOptions, TurnDetection
 
 EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
 # What a listener reads from the log (``LiveSession.attached``).
-Reads = Literal["all", "replays", "no_audio"]
+Reads = Literal["all", "replays", "no_audio", "nothing"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,9 +194,9 @@ class Session:
 
         ``reads`` says what it takes from the log: everything from now on (``all``),
         everything and, after a reconnect, what it missed (``replays``: an SSE stream),
-        or nothing of the audio (``no_audio``: an upload, or a pass-through WebSocket,
-        which hears the upstream's own audio events). Answer audio goes into the log
-        only while someone may read it there. ``after`` (where a replaying listener
+        nothing of the audio (``no_audio``: a pass-through WebSocket, which hears the
+        upstream's own audio events), or nothing at all (``nothing``: an upload).
+        Answer audio goes into the log only while someone may read it there. ``after`` (where a replaying listener
         starts) matters only to a session mirrored from elsewhere."""
         return self._listeners.attached(reads)
 

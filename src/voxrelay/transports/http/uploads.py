@@ -113,7 +113,7 @@ async def upload(
     try:
         with (
             revocations.watch(device, on_revoked),
-            session.attached(reads="no_audio"),
+            session.attached(reads="nothing"),
             metrics.ACTIVE_STREAMS.labels(transport="upload").track_inprogress(),
         ):
             async for chunk in request.stream():
