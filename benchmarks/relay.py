@@ -384,6 +384,46 @@ def steady_window(start: float, seconds: float) -> tuple[float, float]:
     return start + min(1.0, seconds * 0.25), start + seconds - min(0.5, seconds * 0.15)
 
 
+class RedisProbe(threading.Thread):
+    """Redis's round trip (a PING every 100 ms) while a measurement runs: the nodes
+    share the machine's Redis with whatever else uses it, and a slow or paused
+    Redis shows here rather than only as a slow hop."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stopping = threading.Event()
+        self.rtts: list[float] = []
+        self.failures = 0
+
+    def run(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            while not self.stopping.wait(0.1):
+                t0 = time.monotonic()
+                try:
+                    client.ping()
+                except redis.RedisError:
+                    self.failures += 1
+                    continue
+                self.rtts.append(time.monotonic() - t0)
+        finally:
+            client.close()
+
+    def __enter__(self) -> RedisProbe:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        self.join(10)
+
+    def summary(self) -> dict[str, float]:
+        return {**summary(self.rtts), "failures": self.failures}
+
+
 class CpuProbe(threading.Thread):
     """CPU of the given processes (and of the machine) over a window of the
     shared monotonic clock."""
@@ -724,19 +764,26 @@ def measure(
     watch = processes.watch()
     holders = processes.holders if processes.redis_url else None
     relays: dict[str, tuple[Run, float]] = {}
+    pings: dict[str, dict[str, float]] = {}
     for kind in kinds:
         tags = [f"bench:{run_id}:{kind}:{i}" for i in range(n)]
         cpu_before = processes.cpu_seconds()
-        run = run_clients(
-            kind,
-            _urls(processes, kind),
-            processes.token,
-            tags,
-            seconds,
-            watch=watch,
-            holders=holders,
-        )
+        with contextlib.ExitStack() as stack:
+            redis = None
+            if processes.redis_url is not None:
+                redis = stack.enter_context(RedisProbe(processes.redis_url))
+            run = run_clients(
+                kind,
+                _urls(processes, kind),
+                processes.token,
+                tags,
+                seconds,
+                watch=watch,
+                holders=holders,
+            )
         relays[kind] = run, processes.cpu_seconds() - cpu_before
+        if redis is not None:
+            pings[kind] = redis.summary()
     direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
     direct = run_clients("direct", processes.upstream_url, "", direct_tags, seconds, watch=watch)
     records = asyncio.run(processes.upstream_records(f"bench:{run_id}:"))
@@ -751,6 +798,20 @@ def measure(
             "server_cores": round(server / window, 4),
             "server_us_per_chunk": round(server / (n * 50 * window) * 1e6, 2),
             "machine_cores": round(relay.cpu["machine"] / window, 4),
+            # The machine's busy time that none of the benchmark's processes (nor
+            # Redis) accounts for: the kernel's network processing, and whatever
+            # else runs on the machine meanwhile.
+            "other_cores": round(
+                (
+                    relay.cpu["machine"]
+                    - server
+                    - relay.cpu["upstream"]
+                    - relay.cpu["clients"]
+                    - relay.cpu.get("redis", 0.0)
+                )
+                / window,
+                4,
+            ),
             "harness": {"relay": harness_cpu(relay, n), "direct": harness_cpu(direct, n)},
         }
         nodes = {
@@ -781,6 +842,8 @@ def measure(
         }
         if relay.holders:
             result["held_by"] = relay.holders
+        if kind in pings:
+            result["redis_ping_ms"] = pings[kind]
         for direction in ("upstream", "downstream"):
             r, d = result[direction]["relay"], result[direction]["direct"]
             result[direction]["added"] = {q: round(r[q] - d[q], 2) for q in ("p50", "p99", "max")}
@@ -808,6 +871,9 @@ def hop(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
         "two_nodes": us2,
         "added": round(us2 - us1, 2),
     }
+    # Well above the kernel's share, this is other work on the machine: disturbed figures.
+    result["other_cores"] = [one["steady_cpu"]["other_cores"], two["steady_cpu"]["other_cores"]]
+    result["redis_ping_ms"] = two.get("redis_ping_ms")
     return result
 
 
@@ -883,14 +949,16 @@ def table(results: list[dict[str, Any]]) -> str:
 def hop_table(hops: list[dict[str, Any]]) -> str:
     lines = [
         f"{'cross-node hop':15} {'N':>4} | {'up p50/p99 ms':>15} | {'down p50/p99 ms':>15} | "
-        f"{'server us/chunk: 1 node, 2 nodes':>32}",
+        f"{'server us/chunk: 1 node, 2 nodes':>32} | {'other cores':>11} | redis ping max",
     ]
     for h in hops:
         up, down, us = h["upstream"], h["downstream"], h["server_us_per_chunk"]
         lines.append(
             f"{h['path']:15} {h['sessions']:>4} | {up['p50']:>7.2f} {up['p99']:>7.2f} | "
             f"{down['p50']:>7.2f} {down['p99']:>7.2f} | "
-            f"{us['one_node']:>15.1f} {us['two_nodes']:>16.1f}"
+            f"{us['one_node']:>15.1f} {us['two_nodes']:>16.1f} | "
+            f"{h['other_cores'][0]:>5.2f} {h['other_cores'][1]:>5.2f} | "
+            f"{(h['redis_ping_ms'] or {}).get('max', float('nan')):>8.2f} ms"
         )
     return "\n".join(lines)
 
