@@ -377,6 +377,15 @@ def machine_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_stalled() -> float:
+    """Seconds during which some runnable task waited for a CPU (Linux's pressure
+    stall information, ``/proc/pressure/cpu``); 0 where the kernel has none."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        line = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0]
+        return int(line.rsplit("total=", 1)[1]) / 1e6
+    return 0.0
+
+
 def steady_window(start: float, seconds: float) -> tuple[float, float]:
     """The part of a streaming period when every session is connected and
     streaming: from 1 s after the shared start to 0.5 s before the end
@@ -437,6 +446,7 @@ class CpuProbe(threading.Thread):
     def _sample(self) -> tuple[float, dict[str, float]]:
         cpu = {name: sum(process_cpu(pid) for pid in pids) for name, pids in self.pids.items()}
         cpu["machine"] = machine_busy()
+        cpu["stalled"] = cpu_stalled()
         return time.monotonic(), cpu
 
     def run(self) -> None:
@@ -812,6 +822,8 @@ def measure(
                 / window,
                 4,
             ),
+            # The share of the window in which some runnable task waited for a core.
+            "cpu_pressure": round(relay.cpu["stalled"] / window, 4),
             "harness": {"relay": harness_cpu(relay, n), "direct": harness_cpu(direct, n)},
         }
         nodes = {
@@ -873,6 +885,7 @@ def hop(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
     }
     # Well above the kernel's share, this is other work on the machine: disturbed figures.
     result["other_cores"] = [one["steady_cpu"]["other_cores"], two["steady_cpu"]["other_cores"]]
+    result["cpu_pressure"] = [one["steady_cpu"]["cpu_pressure"], two["steady_cpu"]["cpu_pressure"]]
     result["redis_ping_ms"] = two.get("redis_ping_ms")
     return result
 
@@ -949,7 +962,8 @@ def table(results: list[dict[str, Any]]) -> str:
 def hop_table(hops: list[dict[str, Any]]) -> str:
     lines = [
         f"{'cross-node hop':15} {'N':>4} | {'up p50/p99 ms':>15} | {'down p50/p99 ms':>15} | "
-        f"{'server us/chunk: 1 node, 2 nodes':>32} | {'other cores':>11} | redis ping max",
+        f"{'server us/chunk: 1 node, 2 nodes':>32} | {'other cores':>11} | {'cpu stall':>9} | "
+        "redis ping max",
     ]
     for h in hops:
         up, down, us = h["upstream"], h["downstream"], h["server_us_per_chunk"]
@@ -958,6 +972,7 @@ def hop_table(hops: list[dict[str, Any]]) -> str:
             f"{down['p50']:>7.2f} {down['p99']:>7.2f} | "
             f"{us['one_node']:>15.1f} {us['two_nodes']:>16.1f} | "
             f"{h['other_cores'][0]:>5.2f} {h['other_cores'][1]:>5.2f} | "
+            f"{h['cpu_pressure'][0]:>4.0%} {h['cpu_pressure'][1]:>4.0%} | "
             f"{(h['redis_ping_ms'] or {}).get('max', float('nan')):>8.2f} ms"
         )
     return "\n".join(lines)
