@@ -160,10 +160,12 @@ ENCODERS: dict[str, Callable[[Sequence[bytes]], list[bytes]]] = {
 
 class Client:
     """What ``stream`` needs of a client: ``write`` sends one chunk already
-    encoded as ``ENCODING`` says, synchronously."""
+    encoded as ``ENCODING`` says, synchronously. ``conversation``: the id of its
+    conversation once open, when the transport tells it."""
 
     ENCODING = "pcm"
     trace: Trace
+    conversation = ""
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -461,15 +463,30 @@ class _Upload(asyncio.Protocol):
 
 class HttpClient(Client):
     """HTTP streaming: the session and its answers on ``GET /realtime/stream``
-    (SSE), the speech on one long chunked ``POST /realtime/upload``."""
+    (SSE), the speech on one long chunked ``POST /realtime/upload``.
+
+    With several nodes each part may go to another node: ``create_url`` starts
+    the session there first (``POST /realtime/session``, so that node holds it)
+    and the stream then joins it; the stream goes to ``stream_url``, the upload,
+    commit and end to ``upload_url`` (each ``url`` unless given)."""
 
     ENCODING = "http"
 
-    def __init__(self, url: str, token: str, tag: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        tag: str,
+        *,
+        create_url: str | None = None,
+        stream_url: str | None = None,
+        upload_url: str | None = None,
+    ) -> None:
         self.trace = Trace(tag)
-        self._url, self._token = url, token
-        self._host, self._port = _host_port(url)
-        self._conversation = ""
+        self._url, self._token = upload_url or url, token
+        self._create_url = create_url
+        self._stream_at = _host_port(stream_url or url)
+        self._upload_at = _host_port(self._url)
         self._stream: _EventStream | None = None
         self._upload: _Upload | None = None
         self.write: Callable[[bytes], None] = self._not_open
@@ -480,34 +497,39 @@ class HttpClient(Client):
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         started: asyncio.Future[str] = loop.create_future()
-        query = urlencode(
-            {
-                "instructions": self.trace.tag,
-                "inputSampleRate": RATE_IN,
-                "outputSampleRate": RATE_OUT,
-                "turnDetection": "manual",
-            }
-        )
-        host = f"{self._host}:{self._port}"
+        settings: dict[str, Any] = {
+            "instructions": self.trace.tag,
+            "inputSampleRate": RATE_IN,
+            "outputSampleRate": RATE_OUT,
+            "turnDetection": "manual",
+        }
+        if self._create_url is not None:
+            status, body = await http_request(
+                self._create_url, "POST", "/realtime/session", self._token, settings
+            )
+            if status != 201:
+                raise RuntimeError(f"POST /realtime/session: HTTP {status} {body[:200]!r}")
+            settings["conversationId"] = orjson.loads(body)["session"]["conversationId"]
+        query = urlencode(settings)
+        host, port = self._stream_at
         transport, self._stream = await loop.create_connection(
-            lambda: _EventStream(self.trace, started), self._host, self._port
+            lambda: _EventStream(self.trace, started), host, port
         )
         transport.write(
             _head(
                 "GET",
                 f"/realtime/stream?{query}",
-                host,
+                f"{host}:{port}",
                 self._token,
                 "Accept: text/event-stream\r\n",
             )
         )
-        self._conversation = await asyncio.wait_for(started, 60)
-        upload_transport, self._upload = await loop.create_connection(
-            _Upload, self._host, self._port
-        )
-        target = "/realtime/upload?" + urlencode({"conversationId": self._conversation})
+        self.conversation = await asyncio.wait_for(started, 60)
+        host, port = self._upload_at
+        upload_transport, self._upload = await loop.create_connection(_Upload, host, port)
+        target = "/realtime/upload?" + urlencode({"conversationId": self.conversation})
         extra = "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n"
-        upload_transport.write(_head("POST", target, host, self._token, extra))
+        upload_transport.write(_head("POST", target, f"{host}:{port}", self._token, extra))
         self.write = upload_transport.write  # type: ignore[assignment]
 
     async def send(self, pcm: bytes) -> None:
@@ -518,7 +540,7 @@ class HttpClient(Client):
         await self._control("/realtime/commit")
 
     async def _control(self, path: str) -> None:
-        target = path + "?" + urlencode({"conversationId": self._conversation})
+        target = path + "?" + urlencode({"conversationId": self.conversation})
         status, body = await http_request(self._url, "POST", target, self._token)
         if status != 200:
             self.trace.errors.append(f"{path}: HTTP {status} {body[:200]!r}")
@@ -534,7 +556,7 @@ class HttpClient(Client):
                     self.trace.errors.append(f"upload: {response[:200]!r}")
             finally:
                 upload.transport.close()
-        if self._conversation:
+        if self.conversation:
             await self._control("/realtime/end")
         if self._stream is not None and self._stream.transport is not None:
             self._stream.transport.close()
@@ -613,9 +635,11 @@ class SocketIOClient(Client):
     # opens the socket in the session's worker when the server runs several.
     NAMES_SESSION = False
 
-    def __init__(self, url: str, token: str, tag: str) -> None:
+    def __init__(self, url: str, token: str, tag: str, *, socket_url: str | None = None) -> None:
         self.trace = Trace(tag)
         self._url, self._token = url, token
+        # With several nodes: the session starts on ``url``, the socket opens on this.
+        self._socket_url = socket_url or url
         self._listener: _SocketIOListener | None = None
         self._transport: WSTransport | None = None
         self._next_ack = 0
@@ -631,7 +655,8 @@ class SocketIOClient(Client):
         if status != 201:
             raise RuntimeError(f"POST /realtime/session: HTTP {status} {body[:200]!r}")
         session = orjson.loads(body)["session"]
-        target = self._url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+        self.conversation = session["conversationId"]
+        target = self._socket_url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
         if self.NAMES_SESSION:
             target += "&sessionId=" + session["id"]
         trace = self.trace
@@ -756,4 +781,21 @@ CLIENTS: dict[str, type[Client]] = {
     "socketio": SocketIOClient,
     "socketio-sid": SocketIONamingClient,
     "ws": RealtimeClient,
+}
+
+# Clients of two nodes, A and B, whose session node A holds: (a, b, token, tag) -> client.
+CrossNodeClient = Callable[[str, str, str, str], Client]
+CROSS_NODE: dict[str, CrossNodeClient] = {
+    # Both directions cross: audio B -> A, answers A -> B.
+    "http-cross": lambda a, b, token, tag: HttpClient(
+        a, token, tag, create_url=a, stream_url=b, upload_url=b
+    ),
+    # Only the audio crosses (B -> A); the stream reads on A.
+    "http-cross-up": lambda a, b, token, tag: HttpClient(a, token, tag, stream_url=a, upload_url=b),
+    # Only the answers cross (A -> B); the audio goes up on A.
+    "http-cross-down": lambda a, b, token, tag: HttpClient(
+        a, token, tag, create_url=a, stream_url=b, upload_url=a
+    ),
+    # The session starts on A, the socket (audio up, answers down) is on B.
+    "socketio-cross": lambda a, b, token, tag: SocketIOClient(a, token, tag, socket_url=b),
 }

@@ -12,8 +12,15 @@ what the benchmark's own processes (the upstream, the clients) cost per
 chunk in that state, resident memory per idle session, and the largest N
 that keeps the added p99 under 50 ms. Writes a table, JSON and a PNG plot.
 
+With ``--nodes 2`` it starts two nodes, A and B, sharing Redis and one database
+(PostgreSQL when it answers, else SQLite), and measures each N twice through the
+relay in the same run: on node A alone, and across the nodes with the session
+held by A and the client's requests on B (``--cross``: both directions cross,
+or only the audio, or only the answers). The cross-node hop is the difference.
+
     uv run python benchmarks/relay.py                      # the full sweep
     uv run python benchmarks/relay.py --sessions 10 --seconds 3 --transports http
+    uv run python benchmarks/relay.py --nodes 2 --sessions 10,50,100 --transports http
 """
 
 from __future__ import annotations
@@ -29,17 +36,20 @@ import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -69,60 +79,194 @@ def speech() -> bytes:
     raise FileNotFoundError("goforward.raw")
 
 
+# -- the shared services of several nodes ---------------------------------------------------
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"  # trust authentication
+BENCH_DATABASE_PREFIX = "voxrelay_bench_"
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def redis_pid(url: str) -> int | None:
+    """The local redis-server listening on the URL's port, if it is on this machine."""
+    port = f":{urlsplit(url).port or 6379}".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            # redis-server rewrites its title: "redis-server 127.0.0.1:6379", one argument.
+            args = cmdline.read_bytes().replace(b"\0", b" ").split()
+            if args and args[0].endswith(b"redis-server") and any(a.endswith(port) for a in args):
+                return int(cmdline.parent.name)
+    return None
+
+
+def postgres_answers() -> bool:
+    """Whether PostgreSQL answers on 127.0.0.1:5432 (an SSLRequest gets one byte back)."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2) as sock:
+            sock.sendall(struct.pack("!ii", 8, 80877103))
+            return sock.recv(1) in (b"S", b"N")
+    except OSError:
+        return False
+
+
+async def create_postgres_database() -> str:
+    import asyncpg
+
+    name = BENCH_DATABASE_PREFIX + secrets.token_hex(6)
+    conn = await asyncpg.connect(POSTGRES_ADMIN, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+async def drop_postgres_database(url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[1]
+    if not name.startswith(BENCH_DATABASE_PREFIX):
+        raise ValueError(f"not a benchmark database: {name!r}")
+    conn = await asyncpg.connect(POSTGRES_ADMIN, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 # -- the processes under test ------------------------------------------------------------
 
 
+@dataclass
+class Node:
+    """One ``voxrelay serve`` process (and its workers, if it has any)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    workers: int
+
+    def pids(self) -> list[int]:
+        pids = [self.process.pid]
+        if self.workers > 1:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                    if int(fields[1]) == self.process.pid:
+                        pids.append(int(stat.parent.name))
+        return pids
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
 class Processes:
-    def __init__(self, workdir: Path, workers: int = 1) -> None:
+    """The echo upstream and the nodes under test. With several nodes they share
+    Redis (``redis_url``) and one database: a PostgreSQL database made for the run
+    when PostgreSQL answers (``database="auto"``), else one SQLite file."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        workers: int = 1,
+        nodes: int = 1,
+        *,
+        redis_url: str = REDIS_URL,
+        database: str = "auto",
+    ) -> None:
         self.workdir = workdir
         self.workers = workers
+        self.nodes: list[Node] = []
+        self.redis_url = redis_url if nodes > 1 else None
+        self._postgres: str | None = None
         self.upstream_port = free_port()
-        self.server_port = free_port()
         self.upstream = subprocess.Popen(
             [sys.executable, str(HERE / "upstream.py"), "--port", str(self.upstream_port)],
             stdout=subprocess.PIPE,
             text=True,
         )
+        try:
+            self._start(nodes, database)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, nodes: int, database: str) -> None:
         assert self.upstream.stdout is not None
         if self.upstream.stdout.readline().strip() != "ready":
             raise RuntimeError("the benchmark upstream did not start")
-        self.database = f"sqlite:///{workdir / 'bench.db'}"
+        if self.redis_url is not None and not redis_answers(self.redis_url):
+            raise RuntimeError(f"several nodes need Redis, and {self.redis_url} does not answer")
+        if database == "postgresql" or (database == "auto" and nodes > 1 and postgres_answers()):
+            self._postgres = asyncio.run(create_postgres_database())
+            self.database = self._postgres
+            self.database_kind = f"PostgreSQL (database {self._postgres.rsplit('/', 1)[1]})"
+        else:
+            self.database = f"sqlite:///{self.workdir / 'bench.db'}"
+            self.database_kind = "SQLite (one file)"
+        self.upstream_url = f"ws://127.0.0.1:{self.upstream_port}/v1/realtime"
         env = {
             **os.environ,
             "VOXRELAY_PROVIDER": "openai",
-            "VOXRELAY_OPENAI_URL": f"ws://127.0.0.1:{self.upstream_port}/v1/realtime",
+            "VOXRELAY_OPENAI_URL": self.upstream_url,
             "OPENAI_API_KEY": "bench-upstream-key",
             "VOXRELAY_DATABASE_URL": self.database,
             "VOXRELAY_LOG_LEVEL": "warning",
         }
-        command = [sys.executable, "-m", "voxrelay.cli", "serve", "--port", str(self.server_port)]
-        self.server = subprocess.Popen(
-            [*command, "--workers", str(workers)],
-            env=env,
-            stderr=open(workdir / "server.log", "w"),  # noqa: SIM115
-        )
-        self.url = f"http://127.0.0.1:{self.server_port}"
-        self.upstream_url = f"ws://127.0.0.1:{self.upstream_port}/v1/realtime"
-        for _ in range(400):
-            try:
-                if httpx.get(self.url + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("voxrelay serve did not start")
+        env.pop("VOXRELAY_REDIS_URL", None)
+        if self.redis_url is not None:
+            env["VOXRELAY_REDIS_URL"] = self.redis_url
+        # One after the other: the first creates the database's tables.
+        for index in range(nodes):
+            self._start_node("AB"[index] if nodes <= 2 else str(index), env)
+        self.url = self.nodes[0].url
+        self.node_urls = [node.url for node in self.nodes]
         self.token = asyncio.run(self._token())
 
+    def _start_node(self, name: str, env: dict[str, str]) -> None:
+        port = free_port()
+        command = [sys.executable, "-m", "voxrelay.cli", "serve", "--host", "127.0.0.1"]
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--workers", str(self.workers)],
+            env=env,
+            stderr=open(self.workdir / f"server-{name}.log", "w"),  # noqa: SIM115
+        )
+        node = Node(name, process, f"http://127.0.0.1:{port}", self.workers)
+        self.nodes.append(node)  # stopped with the others should it fail to start
+        # With Redis, ready means a cluster member too.
+        ready = node.url + ("/readyz" if self.redis_url else "/healthz")
+        for _ in range(400):
+            if process.poll() is not None:
+                break
+            try:
+                if httpx.get(ready).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        log = (self.workdir / f"server-{name}.log").read_text()[-2000:]
+        raise RuntimeError(f"voxrelay serve (node {name}) did not start:\n{log}")
+
     def server_pids(self) -> list[int]:
-        """The server's processes: the one started, and its workers if it has any."""
-        pids = [self.server.pid]
-        if self.workers > 1:
-            for stat in Path("/proc").glob("[0-9]*/stat"):
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    fields = stat.read_text().rsplit(")", 1)[1].split()
-                    if int(fields[1]) == self.server.pid:
-                        pids.append(int(stat.parent.name))
-        return pids
+        """Every node's processes."""
+        return [pid for node in self.nodes for pid in node.pids()]
 
     async def _token(self) -> str:
         from voxrelay.store import Store
@@ -136,13 +280,46 @@ class Processes:
     def cpu_seconds(self) -> float:
         return sum(process_cpu(pid) for pid in self.server_pids())
 
-    def rss_bytes(self) -> int:
+    def rss_bytes(self, pids: list[int] | None = None) -> int:
         total = 0
-        for pid in self.server_pids():
+        for pid in self.server_pids() if pids is None else pids:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
         return total
+
+    def watch(self) -> dict[str, list[int]]:
+        """The processes whose CPU a measurement reads over its steady window."""
+        watch = {"server": self.server_pids(), "upstream": [self.upstream.pid]}
+        if len(self.nodes) > 1:
+            for node in self.nodes:
+                watch[f"node {node.name}"] = node.pids()
+        if self.redis_url is not None:
+            pid = redis_pid(self.redis_url)
+            if pid is not None:
+                watch["redis"] = [pid]
+        return watch
+
+    def holders(self, conversations: list[str]) -> dict[str, int]:
+        """How many of these conversations each node holds, by their Redis leases."""
+        counts: dict[str, int] = {}
+        if self.redis_url is None or not conversations:
+            return counts
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            values = client.mget([f"voxrelay:holder:{c}" for c in conversations])
+        finally:
+            client.close()
+        by_pid = {pid: node.name for node in self.nodes for pid in node.pids()}
+        for value in values:
+            member = value.decode() if isinstance(value, bytes) else value
+            # A member is named "<host>-<pid>-<random>".
+            pid = int(member.rsplit("-", 2)[1]) if member else 0
+            name = by_pid.get(pid, "another" if value else "none")
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     async def upstream_records(self, prefix: str) -> dict[str, Any]:
         """The upstream's records of the tags starting with ``prefix``, which it
@@ -168,13 +345,14 @@ class Processes:
         return records
 
     def stop(self) -> None:
-        self.server.send_signal(signal.SIGTERM)
-        try:
-            self.server.wait(15)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
+        for node in self.nodes:
+            node.stop()
         self.upstream.kill()
         self.upstream.wait(5)
+        if self._postgres is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run(drop_postgres_database(self._postgres))
+            self._postgres = None
 
 
 # -- CPU -----------------------------------------------------------------------------------
@@ -199,11 +377,60 @@ def machine_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_stalled() -> float:
+    """Seconds during which some runnable task waited for a CPU (Linux's pressure
+    stall information, ``/proc/pressure/cpu``); 0 where the kernel has none."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        line = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0]
+        return int(line.rsplit("total=", 1)[1]) / 1e6
+    return 0.0
+
+
 def steady_window(start: float, seconds: float) -> tuple[float, float]:
     """The part of a streaming period when every session is connected and
     streaming: from 1 s after the shared start to 0.5 s before the end
     (proportionally less of a short period)."""
     return start + min(1.0, seconds * 0.25), start + seconds - min(0.5, seconds * 0.15)
+
+
+class RedisProbe(threading.Thread):
+    """Redis's round trip (a PING every 100 ms) while a measurement runs: the nodes
+    share the machine's Redis with whatever else uses it, and a slow or paused
+    Redis shows here rather than only as a slow hop."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stopping = threading.Event()
+        self.rtts: list[float] = []
+        self.failures = 0
+
+    def run(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            while not self.stopping.wait(0.1):
+                t0 = time.monotonic()
+                try:
+                    client.ping()
+                except redis.RedisError:
+                    self.failures += 1
+                    continue
+                self.rtts.append(time.monotonic() - t0)
+        finally:
+            client.close()
+
+    def __enter__(self) -> RedisProbe:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        self.join(10)
+
+    def summary(self) -> dict[str, float]:
+        return {**summary(self.rtts), "failures": self.failures}
 
 
 class CpuProbe(threading.Thread):
@@ -219,6 +446,7 @@ class CpuProbe(threading.Thread):
     def _sample(self) -> tuple[float, dict[str, float]]:
         cpu = {name: sum(process_cpu(pid) for pid in pids) for name, pids in self.pids.items()}
         cpu["machine"] = machine_busy()
+        cpu["stalled"] = cpu_stalled()
         return time.monotonic(), cpu
 
     def run(self) -> None:
@@ -253,12 +481,14 @@ class Run:
     cpu: dict[str, float] = field(default_factory=dict)
     window: float = 0.0
     processes: int = 0
+    # With several nodes: how many of the run's conversations each node held.
+    holders: dict[str, int] = field(default_factory=dict)
 
 
 def _worker(
     conn: Connection,
     kind: str,
-    url: str,
+    url: str | list[str],
     token: str,
     tags: list[str],
     seconds: float,
@@ -297,7 +527,7 @@ async def _receive(conn: Connection) -> Any:
 async def _run_clients(
     conn: Connection,
     kind: str,
-    url: str,
+    url: str | list[str],
     token: str,
     tags: list[str],
     seconds: float,
@@ -305,10 +535,13 @@ async def _run_clients(
     offsets: list[float],
 ) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
-    from clients import CLIENTS, RealtimeClient, Speech, commit_turn, stream
+    from clients import CLIENTS, CROSS_NODE, RealtimeClient, Speech, commit_turn, stream
 
     audio = speech()
-    if kind == "direct":
+    clients: list[Any]
+    if isinstance(url, list):  # nodes A and B
+        clients = [CROSS_NODE[kind](url[0], url[1], token, tag) for tag in tags]
+    elif kind == "direct":
         clients = [RealtimeClient(url, "bench-upstream-key", tag, direct=True) for tag in tags]
     else:
         clients = [CLIENTS[kind](url, token, tag) for tag in tags]
@@ -323,7 +556,7 @@ async def _run_clients(
 
     await asyncio.gather(*(open_one(c) for c in clients))
     # Every worker's sessions are open: the parent sets the shared start.
-    conn.send(("ready", time.monotonic()))
+    conn.send(("ready", [c.conversation for c in clients if c.conversation]))
     start = await _receive(conn)
     loop = asyncio.get_running_loop()
     shift = loop.time() - time.monotonic()
@@ -361,18 +594,21 @@ def _expect(conn: Connection, what: str, timeout: float) -> Any:
 
 def run_clients(
     kind: str,
-    url: str,
+    url: str | list[str],
     token: str,
     tags: list[str],
     seconds: float,
     *,
     commit: bool = False,
     watch: dict[str, list[int]] | None = None,
+    holders: Callable[[list[str]], dict[str, int]] | None = None,
 ) -> Run:
     """Run the clients in worker processes: each opens its sessions, then all
     start streaming together on the shared clock, their pacing timers spread
-    evenly over the 20 ms period across workers. ``watch``: processes whose CPU
-    to measure over the steady window."""
+    evenly over the 20 ms period across workers. ``url``: the server, or nodes A
+    and B for a ``CROSS_NODE`` kind. ``watch``: processes whose CPU to measure
+    over the steady window. ``holders``: who holds the open conversations (read
+    before streaming starts)."""
     context = get_context("spawn")
     count = client_processes(len(tags))
     groups = [tags[i::count] for i in range(count) if tags[i::count]]
@@ -392,9 +628,11 @@ def run_clients(
         theirs.close()
         conns.append(mine)
         workers.append(worker)
+    held: dict[str, int] = {}
     try:
-        for conn in conns:
-            _expect(conn, "ready", 120 + len(tags) * 0.5)
+        conversations = [c for conn in conns for c in _expect(conn, "ready", 120 + len(tags) * 0.5)]
+        if holders is not None:
+            held = holders(conversations)
         start = time.monotonic() + 0.3
         probe = CpuProbe(watch or {}, steady_window(start, seconds))
         if not commit:
@@ -407,7 +645,7 @@ def run_clients(
             worker.join(10)
             if worker.is_alive():
                 worker.kill()
-    run = Run([trace for r in results for trace in r["traces"]], processes=count)
+    run = Run([trace for r in results for trace in r["traces"]], processes=count, holders=held)
     if not commit:
         probe.join()
         run.window = probe.seconds
@@ -494,53 +732,171 @@ def harness_cpu(run: Run, sessions: int) -> dict[str, Any]:
     }
 
 
-def measure(processes: Processes, transport: str, n: int, seconds: float) -> dict[str, Any]:
+# With two nodes, the route of each transport's two-node path, per --cross: the
+# session held by node A, the client's requests (some or all) on node B.
+CROSS_KINDS: dict[str, dict[str, str]] = {
+    "http": {"both": "http-cross", "up": "http-cross-up", "down": "http-cross-down"},
+    "socketio": {"both": "socketio-cross"},
+}
+ROUTES = {
+    "http-cross": "session held by A; stream and upload on B (audio B->A, answers A->B)",
+    "http-cross-up": "session held by A; stream on A, upload on B (audio B->A)",
+    "http-cross-down": "session held by A; stream on B, upload on A (answers A->B)",
+    "socketio-cross": "session started on A; socket on B (audio B->A, answers A->B)",
+}
+CROSSES = {
+    "http-cross": ["upstream", "downstream"],
+    "http-cross-up": ["upstream"],
+    "http-cross-down": ["downstream"],
+    "socketio-cross": ["upstream", "downstream"],
+}
+CROSS_NODE_KINDS = set(ROUTES)
+
+
+def cross_kind(transport: str, cross: str) -> str | None:
+    return CROSS_KINDS.get(transport, {}).get(cross)
+
+
+def _urls(processes: Processes, kind: str) -> str | list[str]:
+    return processes.node_urls[:2] if kind in CROSS_NODE_KINDS else processes.url
+
+
+def measure(
+    processes: Processes, transport: str, n: int, seconds: float, cross: str = "both"
+) -> list[dict[str, Any]]:
+    """One row per path: the transport on one node and, with two nodes, its
+    two-node path; all against the same direct baseline."""
     run_id = secrets.token_hex(3)
-    relay_tags = [f"bench:{run_id}:{transport}:{i}" for i in range(n)]
+    kinds = [transport]
+    two_nodes = cross_kind(transport, cross) if len(processes.nodes) > 1 else None
+    if two_nodes is not None:
+        kinds.append(two_nodes)
+    watch = processes.watch()
+    holders = processes.holders if processes.redis_url else None
+    relays: dict[str, tuple[Run, float]] = {}
+    pings: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        tags = [f"bench:{run_id}:{kind}:{i}" for i in range(n)]
+        cpu_before = processes.cpu_seconds()
+        with contextlib.ExitStack() as stack:
+            redis = None
+            if processes.redis_url is not None:
+                redis = stack.enter_context(RedisProbe(processes.redis_url))
+            run = run_clients(
+                kind,
+                _urls(processes, kind),
+                processes.token,
+                tags,
+                seconds,
+                watch=watch,
+                holders=holders,
+            )
+        relays[kind] = run, processes.cpu_seconds() - cpu_before
+        if redis is not None:
+            pings[kind] = redis.summary()
     direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
-    watch = {"server": processes.server_pids(), "upstream": [processes.upstream.pid]}
-    cpu_before = processes.cpu_seconds()
-    relay = run_clients(transport, processes.url, processes.token, relay_tags, seconds, watch=watch)
-    cpu = processes.cpu_seconds() - cpu_before
     direct = run_clients("direct", processes.upstream_url, "", direct_tags, seconds, watch=watch)
     records = asyncio.run(processes.upstream_records(f"bench:{run_id}:"))
-    up_relay, down_relay, delivered = latencies(relay.traces, records, 960)
     up_direct, down_direct, _ = latencies(direct.traces, records, 960)
-    server = relay.cpu["server"]
-    window = relay.window
-    result: dict[str, Any] = {
-        "transport": transport,
-        "sessions": n,
-        "seconds": seconds,
-        "delivered": round(delivered, 4),
-        "errors": sum(len(t["errors"]) for t in relay.traces),
-        "upstream": {"relay": summary(up_relay), "direct": summary(up_direct)},
-        "downstream": {"relay": summary(down_relay), "direct": summary(down_direct)},
-        # Over the steady window: every session connected and streaming.
-        "cpu_seconds_per_session_minute": round(server / (n * window / 60), 4),
-        # Over the whole run, including the connect and close of every session.
-        "cpu_seconds_per_session_minute_whole_run": round(cpu / (n * seconds / 60), 4),
-        "steady_cpu": {
+    rows = []
+    for kind, (relay, cpu) in relays.items():
+        up_relay, down_relay, delivered = latencies(relay.traces, records, 960)
+        server = relay.cpu["server"]
+        window = relay.window
+        steady: dict[str, Any] = {
             "window_seconds": round(window, 3),
             "server_cores": round(server / window, 4),
             "server_us_per_chunk": round(server / (n * 50 * window) * 1e6, 2),
             "machine_cores": round(relay.cpu["machine"] / window, 4),
+            # The machine's busy time that none of the benchmark's processes (nor
+            # Redis) accounts for: the kernel's network processing, and whatever
+            # else runs on the machine meanwhile.
+            "other_cores": round(
+                (
+                    relay.cpu["machine"]
+                    - server
+                    - relay.cpu["upstream"]
+                    - relay.cpu["clients"]
+                    - relay.cpu.get("redis", 0.0)
+                )
+                / window,
+                4,
+            ),
+            # The share of the window in which some runnable task waited for a core.
+            "cpu_pressure": round(relay.cpu["stalled"] / window, 4),
             "harness": {"relay": harness_cpu(relay, n), "direct": harness_cpu(direct, n)},
-        },
+        }
+        nodes = {
+            name.removeprefix("node "): round(value / window, 4)
+            for name, value in relay.cpu.items()
+            if name.startswith("node ")
+        }
+        if nodes:
+            steady["node_cores"] = nodes
+        if "redis" in relay.cpu:
+            # The machine's Redis: other programs using it are counted too.
+            steady["redis_cores"] = round(relay.cpu["redis"] / window, 4)
+        result: dict[str, Any] = {
+            "transport": kind,
+            "nodes": 2 if kind in CROSS_NODE_KINDS else 1,
+            "route": ROUTES.get(kind, "one node (A): every request"),
+            "sessions": n,
+            "seconds": seconds,
+            "delivered": round(delivered, 4),
+            "errors": sum(len(t["errors"]) for t in relay.traces),
+            "upstream": {"relay": summary(up_relay), "direct": summary(up_direct)},
+            "downstream": {"relay": summary(down_relay), "direct": summary(down_direct)},
+            # Over the steady window: every session connected and streaming.
+            "cpu_seconds_per_session_minute": round(server / (n * window / 60), 4),
+            # Over the whole run, including the connect and close of every session.
+            "cpu_seconds_per_session_minute_whole_run": round(cpu / (n * seconds / 60), 4),
+            "steady_cpu": steady,
+        }
+        if relay.holders:
+            result["held_by"] = relay.holders
+        if kind in pings:
+            result["redis_ping_ms"] = pings[kind]
+        for direction in ("upstream", "downstream"):
+            r, d = result[direction]["relay"], result[direction]["direct"]
+            result[direction]["added"] = {q: round(r[q] - d[q], 2) for q in ("p50", "p99", "max")}
+        rows.append(result)
+    return rows
+
+
+def hop(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
+    """What the two-node path adds to the one-node path, in the same run: the
+    cross-node hop (relay percentiles subtracted; the direct baseline is shared)."""
+    result: dict[str, Any] = {
+        "transport": one["transport"],
+        "path": two["transport"],
+        "route": two["route"],
+        "crosses": CROSSES[two["transport"]],
+        "sessions": one["sessions"],
     }
     for direction in ("upstream", "downstream"):
-        r, d = result[direction]["relay"], result[direction]["direct"]
-        result[direction]["added"] = {q: round(r[q] - d[q], 2) for q in ("p50", "p99", "max")}
+        r1, r2 = one[direction]["relay"], two[direction]["relay"]
+        result[direction] = {q: round(r2[q] - r1[q], 2) for q in ("p50", "p99")}
+    us1 = one["steady_cpu"]["server_us_per_chunk"]
+    us2 = two["steady_cpu"]["server_us_per_chunk"]
+    result["server_us_per_chunk"] = {
+        "one_node": us1,
+        "two_nodes": us2,
+        "added": round(us2 - us1, 2),
+    }
+    # Well above the kernel's share, this is other work on the machine: disturbed figures.
+    result["other_cores"] = [one["steady_cpu"]["other_cores"], two["steady_cpu"]["other_cores"]]
+    result["cpu_pressure"] = [one["steady_cpu"]["cpu_pressure"], two["steady_cpu"]["cpu_pressure"]]
+    result["redis_ping_ms"] = two.get("redis_ping_ms")
     return result
 
 
-def measure_commit(processes: Processes, transport: str, n: int) -> dict[str, Any]:
+def measure_commit(processes: Processes, kind: str, n: int) -> dict[str, Any]:
     run_id = secrets.token_hex(3)
     relay = run_clients(
-        transport,
-        processes.url,
+        kind,
+        _urls(processes, kind),
         processes.token,
-        [f"commit:{run_id}:{transport}:{i}" for i in range(n)],
+        [f"commit:{run_id}:{kind}:{i}" for i in range(n)],
         0,
         commit=True,
     )
@@ -561,16 +917,18 @@ def measure_commit(processes: Processes, transport: str, n: int) -> dict[str, An
 
 
 def measure_idle_memory(processes: Processes, n: int) -> dict[str, Any]:
+    """Resident memory per idle session, on node A (the only node with several)."""
     headers = {"Authorization": f"Bearer {processes.token}"}
+    pids = processes.nodes[0].pids()
     with httpx.Client(base_url=processes.url, headers=headers, timeout=30) as http:
         http.post("/realtime/end", params={"conversationId": "warm"})
         warm = http.post("/realtime/session", json={}).json()["session"]
         http.post("/realtime/end", json={"conversationId": warm["conversationId"]})
         time.sleep(0.5)
-        before = processes.rss_bytes()
+        before = processes.rss_bytes(pids)
         sessions = [http.post("/realtime/session", json={}).json()["session"] for _ in range(n)]
         time.sleep(1.0)
-        after = processes.rss_bytes()
+        after = processes.rss_bytes(pids)
         for session in sessions:
             http.post("/realtime/end", json={"conversationId": session["conversationId"]})
     return {
@@ -583,7 +941,7 @@ def measure_idle_memory(processes: Processes, n: int) -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'transport':12} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
+        f"{'transport':15} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
         f"{'down p50/p99/max added ms':>27} | {'cpu s/sess-min':>14} {'cores':>5} | "
         f"{'harness us/chunk':>16}",
     ]
@@ -592,11 +950,30 @@ def table(results: list[dict[str, Any]]) -> str:
         steady = r["steady_cpu"]
         harness = steady["harness"]["relay"]
         lines.append(
-            f"{r['transport']:12} {r['sessions']:>4} {r['delivered']:>6.3f} | "
+            f"{r['transport']:15} {r['sessions']:>4} {r['delivered']:>6.3f} | "
             f"{up['p50']:>7.2f} {up['p99']:>8.2f} {up['max']:>9.2f} | "
             f"{down['p50']:>7.2f} {down['p99']:>9.2f} {down['max']:>9.2f} | "
             f"{r['cpu_seconds_per_session_minute']:>14.3f} {steady['server_cores']:>5.2f} | "
             f"{harness['upstream_us_per_chunk']:>7.1f} {harness['clients_us_per_chunk']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def hop_table(hops: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'cross-node hop':15} {'N':>4} | {'up p50/p99 ms':>15} | {'down p50/p99 ms':>15} | "
+        f"{'server us/chunk: 1 node, 2 nodes':>32} | {'other cores':>11} | {'cpu stall':>9} | "
+        "redis ping max",
+    ]
+    for h in hops:
+        up, down, us = h["upstream"], h["downstream"], h["server_us_per_chunk"]
+        lines.append(
+            f"{h['path']:15} {h['sessions']:>4} | {up['p50']:>7.2f} {up['p99']:>7.2f} | "
+            f"{down['p50']:>7.2f} {down['p99']:>7.2f} | "
+            f"{us['one_node']:>15.1f} {us['two_nodes']:>16.1f} | "
+            f"{h['other_cores'][0]:>5.2f} {h['other_cores'][1]:>5.2f} | "
+            f"{h['cpu_pressure'][0]:>4.0%} {h['cpu_pressure'][1]:>4.0%} | "
+            f"{(h['redis_ping_ms'] or {}).get('max', float('nan')):>8.2f} ms"
         )
     return "\n".join(lines)
 
@@ -659,6 +1036,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="voxrelay serve --workers (default 1)"
     )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="2: two nodes sharing Redis and one database; each N is measured on one "
+        "node and across both",
+    )
+    parser.add_argument(
+        "--cross",
+        default="both",
+        choices=("both", "up", "down"),
+        help="with --nodes 2, what crosses from node B to the session's node A in the "
+        "http two-node path: both directions (stream and upload on B), only the audio "
+        "(upload on B), or only the answers (stream on B)",
+    )
+    parser.add_argument("--redis-url", default=REDIS_URL, help="with --nodes 2")
+    parser.add_argument(
+        "--database",
+        default="auto",
+        choices=("auto", "sqlite", "postgresql"),
+        help="auto: with --nodes 2, a PostgreSQL database made for the run when "
+        "PostgreSQL answers on 127.0.0.1:5432, else one SQLite file; one node: SQLite",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args(argv)
     if args.seconds <= 0:
@@ -668,20 +1069,49 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(n) for n in args.sessions.split(",")]
     transports = args.transports.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
+    hops: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as workdir:
-        processes = Processes(Path(workdir), args.workers)
+        processes = Processes(
+            Path(workdir),
+            args.workers,
+            args.nodes,
+            redis_url=args.redis_url,
+            database=args.database,
+        )
         try:
+            if args.nodes > 1:
+                print(
+                    f"two nodes, A {processes.node_urls[0]} and B {processes.node_urls[1]}, "
+                    f"sharing Redis {processes.redis_url} and {processes.database_kind}",
+                    flush=True,
+                )
+                for transport in transports:
+                    kind = cross_kind(transport, args.cross)
+                    print(f"  {transport}: " + (ROUTES[kind] if kind else "one node only"))
             memory = measure_idle_memory(processes, args.idle) if args.idle else None
             results = []
             commits = {}
             for transport in transports:
-                commits[transport] = measure_commit(processes, transport, args.commit_sessions)
+                kinds = [transport]
+                two_nodes = cross_kind(transport, args.cross) if args.nodes > 1 else None
+                if two_nodes is not None:
+                    kinds.append(two_nodes)
+                for kind in kinds:
+                    commits[kind] = measure_commit(processes, kind, args.commit_sessions)
                 for n in counts:
-                    result = measure(processes, transport, n, args.seconds)
-                    results.append(result)
-                    print(table([result]).splitlines()[-1], flush=True)
+                    rows = measure(processes, transport, n, args.seconds, args.cross)
+                    results.extend(rows)
+                    for line in table(rows).splitlines()[1:]:
+                        print(line, flush=True)
+                    for row in rows:
+                        if "held_by" in row and row["held_by"].get("A", 0) != n:
+                            print(f"  {row['transport']}: held by {row['held_by']}", flush=True)
+                    if len(rows) == 2:
+                        hops.append(hop(rows[0], rows[1]))
+                        print(hop_table(hops[-1:]).splitlines()[-1], flush=True)
         finally:
             processes.stop()
+    kinds = list(dict.fromkeys(r["transport"] for r in results))
     sustained = {
         t: max(
             (
@@ -694,19 +1124,31 @@ def main(argv: list[str] | None = None) -> int:
             ),
             default=0,
         )
-        for t in transports
+        for t in kinds
     }
     report = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "server_workers": args.workers,
+        "nodes": args.nodes,
         "results": results,
         "commit_to_first_audio_ms": commits,
         "idle_memory": memory,
         "sustained_sessions_p99_under_50ms": sustained,
     }
+    if args.nodes > 1:
+        report["cluster"] = {
+            "redis": processes.redis_url,
+            "database": processes.database_kind,
+            "cross": args.cross,
+        }
+        # Two-node path minus one-node path, per transport and N, in the same run.
+        report["cross_node_hop_ms"] = hops
     (args.out / "relay.json").write_text(json.dumps(report, indent=2))
     print()
     print(table(results))
+    if hops:
+        print()
+        print(hop_table(hops))
     print()
     for transport, c in commits.items():
         print(

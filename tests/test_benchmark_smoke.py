@@ -48,3 +48,49 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
         assert figures["relay"]["count"] == figures["direct"]["count"] == 2
     assert report["idle_memory"]["sessions"] == 3
     assert "largest N" in result.stdout
+
+
+def test_benchmark_two_nodes_reports_the_cross_node_hop(tmp_path: Path) -> None:
+    from services import require_or_skip
+
+    require_or_skip("redis", "Redis does not answer on 127.0.0.1:6379")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "relay.py"),
+            "--nodes",
+            "2",
+            "--transports",
+            "http",
+            "--sessions",
+            "2",
+            "--seconds",
+            "1.5",
+            "--idle",
+            "0",
+            "--commit-sessions",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "relay.json").read_text())
+    rows = {r["transport"]: r for r in report["results"]}
+    assert set(rows) == {"http", "http-cross"}
+    for row in rows.values():
+        assert row["delivered"] == 1.0, row
+        assert row["errors"] == 0
+        assert row["held_by"] == {"A": 2}, "node A holds every session"
+    assert rows["http"]["nodes"] == 1 and rows["http-cross"]["nodes"] == 2
+    (hop,) = report["cross_node_hop_ms"]
+    assert hop["crosses"] == ["upstream", "downstream"]
+    for direction in ("upstream", "downstream"):
+        one, two = rows["http"][direction]["relay"], rows["http-cross"][direction]["relay"]
+        assert hop[direction]["p50"] == round(two["p50"] - one["p50"], 2)
+    assert set(report["commit_to_first_audio_ms"]) == {"http", "http-cross"}
+    assert "cross-node hop" in result.stdout
