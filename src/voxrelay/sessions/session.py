@@ -196,8 +196,9 @@ class Session:
         everything and, after a reconnect, what it missed (``replays``: an SSE stream),
         nothing of the audio (``no_audio``: a pass-through WebSocket, which hears the
         upstream's own audio events), or nothing at all (``nothing``: an upload).
-        Answer audio goes into the log only while someone may read it there. ``after`` (where a replaying listener
-        starts) matters only to a session mirrored from elsewhere."""
+        Answer audio goes into the log only while someone may read it there.
+        ``after`` (where a replaying listener starts) matters only to a session
+        mirrored from elsewhere."""
         return self._listeners.attached(reads)
 
     @property
