@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -203,12 +204,11 @@ async def test_the_stream_on_one_node_and_upload_commit_text_end_on_another(two:
     assert messages[0][1] == heard.data["text"]
 
 
-async def test_a_socketio_client_on_one_node_joins_a_session_made_on_another(two: Nodes) -> None:
-    async with httpx.AsyncClient(
-        base_url=two[0].url, headers={"Authorization": f"Bearer {two.token}"}
-    ) as http:
-        response = await http.post("/realtime/session", json={"turnDetection": "manual"})
-    session = response.json()["session"]
+async def socketio_spoken_turn(
+    url: str, token: str, session: dict[str, Any], **connect: Any
+) -> None:
+    """A Socket.IO client at ``url`` joins ``session`` (made elsewhere), speaks a turn,
+    hears the answer and ends the session."""
     sio = socketio.AsyncClient()
     done, transcripts = asyncio.Event(), []
 
@@ -220,7 +220,7 @@ async def test_a_socketio_client_on_one_node_joins_a_session_made_on_another(two
 
     sio.on("response-done", on_done, namespace="/realtime")
     sio.on("transcript", on_transcript, namespace="/realtime")
-    await sio.connect(two[1].url, namespaces=["/realtime"], auth={"token": two.token})
+    await sio.connect(url, namespaces=["/realtime"], auth={"token": token}, **connect)
     try:
         joined = await sio.call("join-session", {"sessionId": session["id"]}, namespace="/realtime")
         assert joined["ok"] and joined["conversationId"] == session["conversationId"], joined
@@ -235,8 +235,16 @@ async def test_a_socketio_client_on_one_node_joins_a_session_made_on_another(two
         await sio.disconnect()
     finals = [t for t in transcripts if t.get("final")]
     assert [t["role"] for t in finals] == ["user", "assistant"]
-    messages = await _messages(two[0].url, two.token, session["conversationId"], 2)
+    messages = await _messages(url, token, session["conversationId"], 2)
     assert [role for role, _ in messages] == ["user", "assistant"]
+
+
+async def test_a_socketio_client_on_one_node_joins_a_session_made_on_another(two: Nodes) -> None:
+    async with httpx.AsyncClient(
+        base_url=two[0].url, headers={"Authorization": f"Bearer {two.token}"}
+    ) as http:
+        response = await http.post("/realtime/session", json={"turnDetection": "manual"})
+    await socketio_spoken_turn(two[1].url, two.token, response.json()["session"])
 
 
 async def test_the_same_conversation_started_on_two_nodes_at_once_has_one_session(

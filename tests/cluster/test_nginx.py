@@ -18,10 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import socketio
 from harness import EventReader, paced, read_pcm, silence
 from services import require_program_or_skip
-from test_cluster import Nodes, _cluster, _free_port, _messages, _tear_down
+from test_cluster import Nodes, _cluster, _free_port, _messages, _tear_down, socketio_spoken_turn
 from websockets.asyncio.client import connect as ws_connect
 
 from voxrelay.client import VoxrelayClient
@@ -264,41 +263,9 @@ async def test_commit_text_and_end_through_nginx_reach_the_session_from_either_n
 async def test_a_socketio_client_through_nginx_joins_a_session(balanced: Balanced) -> None:
     async with VoxrelayClient(balanced.url, balanced.token) as client:
         session = await client.create_session(turnDetection="manual")
-    sio = socketio.AsyncClient()
-    done, transcripts = asyncio.Event(), []
-
-    async def on_done(data: dict[str, object]) -> None:
-        done.set()
-
-    async def on_transcript(data: dict[str, object]) -> None:
-        transcripts.append(data)
-
-    sio.on("response-done", on_done, namespace="/realtime")
-    sio.on("transcript", on_transcript, namespace="/realtime")
     # WebSocket only: a long-polling Engine.IO session lives in one process, and
     # its polls would be spread over both nodes (see docs/deployment.md).
-    await sio.connect(
-        balanced.url,
-        namespaces=["/realtime"],
-        auth={"token": balanced.token},
-        transports=["websocket"],
-    )
-    try:
-        joined = await sio.call("join-session", {"sessionId": session["id"]}, namespace="/realtime")
-        assert joined["ok"] and joined["conversationId"] == session["conversationId"], joined
-        speech, rate = read_pcm("goforward.raw")
-        assert rate == session["inputSampleRate"]
-        for offset in range(0, len(speech), 640):
-            await sio.emit("audio-chunk", speech[offset : offset + 640], namespace="/realtime")
-        assert (await sio.call("commit-audio", {}, namespace="/realtime"))["ok"]
-        await asyncio.wait_for(done.wait(), 20)
-        assert (await sio.call("end-session", {}, namespace="/realtime"))["ok"]
-    finally:
-        await sio.disconnect()
-    finals = [t for t in transcripts if t.get("final")]
-    assert [t["role"] for t in finals] == ["user", "assistant"]
-    messages = await _messages(balanced.url, balanced.token, session["conversationId"], 2)
-    assert [role for role, _ in messages] == ["user", "assistant"]
+    await socketio_spoken_turn(balanced.url, balanced.token, session, transports=["websocket"])
 
 
 async def test_the_openai_compatible_websocket_upgrades_through_nginx(balanced: Balanced) -> None:
