@@ -32,7 +32,9 @@ from voxrelay.client import ApiError, VoxrelayClient
 from voxrelay.store import Store
 
 VOXRELAY = str(Path(sys.executable).with_name("voxrelay"))
-LEASE_SECONDS = 1.0
+# Short enough for the killed-node test, long enough that a busy 2-core machine
+# does not miss a renewal (every third of it) and take a live member for dead.
+LEASE_SECONDS = 2.0
 
 
 @dataclass
