@@ -107,3 +107,28 @@ def test_modules_stay_small() -> None:
     # One idea per module: the median module reads in a sitting.
     sizes = sorted(len(path.read_text().splitlines()) for path in MODULES.values())
     assert sizes[len(sizes) // 2] <= 150, sizes
+
+
+def test_no_tracked_file_holds_an_unresolved_merge() -> None:
+    import subprocess
+
+    root = SRC.parent
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=False
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: no tracked files to read")
+    markers = ("<<<<<<< ", ">>>>>>> ")
+    found = []
+    for name in listed.stdout.splitlines():
+        path = root / name
+        if path.suffix not in (".py", ".md", ".toml", ".cfg", ".conf", ".sh", ".yml", ".yaml", ""):
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        found += [
+            f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1) if line.startswith(markers)
+        ]
+    assert not found, f"unresolved merge markers at {found}"
