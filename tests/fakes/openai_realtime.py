@@ -202,6 +202,9 @@ class _Conn:
         return next(reversed(self.items), None)
 
 
+_EXPIRED = "Your session hit the maximum duration of 60 minutes."
+
+
 class FakeRealtimeServer:
     """A websockets server on 127.0.0.1 that plays OpenAI Realtime (see module docstring).
 
@@ -219,6 +222,8 @@ class FakeRealtimeServer:
     - ``refuse_status``: refuse every connection with this HTTP status (settable later).
     - ``drop_on``: abort the TCP connection (no close frame) when a client event of this
       type arrives (settable later); ``drop()`` does it right now.
+    - ``max_session_seconds``: each session ends after this long as at OpenAI's
+      60-minute limit (see ``expire``); ``close_all`` closes with another code.
     """
 
     def __init__(
@@ -235,6 +240,7 @@ class FakeRealtimeServer:
         api_key: str | None = None,
         refuse_status: int | None = None,
         drop_on: str | None = None,
+        max_session_seconds: float | None = None,
     ) -> None:
         if dialect not in ("ga", "beta"):
             raise ValueError(f"dialect must be 'ga' or 'beta', not {dialect!r}")
@@ -249,6 +255,7 @@ class FakeRealtimeServer:
         self.api_key = api_key
         self.refuse_status = refuse_status
         self.drop_on = drop_on
+        self.max_session_seconds = max_session_seconds
         self.port = 0
 
         self._lock = threading.Lock()
@@ -357,6 +364,36 @@ class FakeRealtimeServer:
     def _abort_all(self) -> None:
         for conn in list(self._live.values()):
             conn.ws.transport.abort()
+
+    def close_all(self, code: int = 1011, reason: str = "") -> None:
+        """Close every live connection with a close frame, as a restarting server would."""
+        self._on_loop(lambda: self._close_all(code, reason))
+
+    def expire(self) -> None:
+        """End every live session as OpenAI does at its longest duration: an ``error``
+        event ``session_expired``, then close code 1001."""
+        self._on_loop(self._expire_all)
+
+    def _on_loop(self, make: Callable[[], Any]) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if self._thread is not None:
+            asyncio.run_coroutine_threadsafe(make(), loop).result(10)
+        else:
+            loop.create_task(make())
+
+    async def _close_all(self, code: int, reason: str) -> None:
+        for conn in list(self._live.values()):
+            await conn.ws.close(code, reason)
+
+    async def _expire_all(self) -> None:
+        for conn in list(self._live.values()):
+            await self._expire(conn)
+
+    async def _expire(self, conn: _Conn) -> None:
+        await self._error(conn, "session_expired", _EXPIRED, None)
+        await conn.ws.close(1001, _EXPIRED)
 
     # --- lifecycle ---
 
@@ -476,6 +513,11 @@ class FakeRealtimeServer:
         with self._lock:
             self._audio[index] = bytearray()
         self._live[index] = conn
+        expiry = None
+        if self.max_session_seconds is not None:
+            expiry = asyncio.get_running_loop().call_later(
+                self.max_session_seconds, lambda: asyncio.ensure_future(self._expire(conn))
+            )
         try:
             await self._send(conn, {"type": "session.created", "session": conn.session})
             async for message in ws:
@@ -483,6 +525,8 @@ class FakeRealtimeServer:
         except ConnectionClosed:
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._live.pop(index, None)
             if conn.response is not None and conn.response.task is not None:
                 conn.response.task.cancel()
