@@ -25,7 +25,8 @@ from voxrelay.events import (
     TranscriptDone,
 )
 from voxrelay.providers.base import HistoryMessage, ProviderError, SessionOptions
-from voxrelay.providers.openai import RealtimeProvider, azure_provider, openai_provider
+from voxrelay.providers.endpoints import azure_provider, openai_provider
+from voxrelay.providers.openai import RealtimeProvider
 
 PREVIEW = "2024-10-01-preview"
 MANUAL = SessionOptions(turn_detection="manual")

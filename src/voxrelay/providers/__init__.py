@@ -22,13 +22,13 @@ def provider_factory(settings: Settings) -> Callable[[], Provider]:
 
         return lambda: LocalProvider.from_settings(settings)
     if settings.provider == "openai":
-        from voxrelay.providers.openai import openai_provider
+        from voxrelay.providers.endpoints import openai_provider
 
         if not settings.openai_api_key:
             raise ProviderError("the openai provider needs OPENAI_API_KEY")
         return lambda: openai_provider(settings)
     if settings.provider == "azure":
-        from voxrelay.providers.openai import azure_provider
+        from voxrelay.providers.endpoints import azure_provider
 
         missing = [
             name

@@ -29,10 +29,32 @@ class HistoryMessage:
 
     role: Role
     text: str
+    # The item id the conversation knew it by, when the upstream may take it again.
+    item_id: str | None = None
 
 
 class ProviderError(Exception):
-    """The upstream could not be reached or refused the session."""
+    """The upstream could not be reached or refused the session. ``permanent``: trying
+    again will not help (the key is refused, the account has no quota)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# Upstream error codes that no reconnect can cure: the link is not opened again.
+PERMANENT_ERRORS = frozenset(
+    {
+        "invalid_api_key",
+        "insufficient_quota",
+        "account_deactivated",
+        "organization_deactivated",
+        "billing_hard_limit_reached",
+        "model_not_found",
+    }
+)
+# The upstream closing a session that reached its longest duration (OpenAI: 60 minutes).
+SESSION_EXPIRED = "session_expired"
 
 
 class Provider(Protocol):

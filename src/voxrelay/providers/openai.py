@@ -14,9 +14,10 @@ import base64
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from picows import (
@@ -30,7 +31,6 @@ from picows import (
     ws_connect,
 )
 
-from voxrelay.config import Settings
 from voxrelay.events import (
     ModelError,
 )
@@ -43,7 +43,13 @@ from voxrelay.openai_realtime.protocol import (
     Dialect,
     RawListener,
 )
-from voxrelay.providers.base import EmitModelEvent, HistoryMessage, ProviderError, SessionOptions
+from voxrelay.providers.base import (
+    PERMANENT_ERRORS,
+    EmitModelEvent,
+    HistoryMessage,
+    ProviderError,
+    SessionOptions,
+)
 from voxrelay.ws_messages import WholeMessages
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,8 @@ _STATUS_HINTS = {
 _PING_IDLE_SECONDS = 20.0
 _MAX_MESSAGE_BYTES = 64 << 20
 _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
+# An item id an upstream takes back as it is (the ids it makes itself, and ours).
+_REUSABLE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{ITEM_ID_MAX}}}")
 
 
 class RealtimeProvider:
@@ -135,7 +143,11 @@ class RealtimeProvider:
                 raise ProviderError(f"{where} refused the connection: {kind}") from None
             status = int(response.status)
             hint = _STATUS_HINTS.get(status, "")
-            raise ProviderError(f"{where} refused the connection: HTTP {status}{hint}") from None
+            raise ProviderError(
+                f"{where} refused the connection: HTTP {status}{hint}",
+                # A refused key stays refused; anything else may pass on a later try.
+                permanent=status in (401, 403),
+            ) from None
         except (OSError, TimeoutError, WSError) as exc:
             # Other exceptions' messages can quote the full URL, query and all: name them only.
             detail = (
@@ -156,7 +168,10 @@ class RealtimeProvider:
             transport.disconnect()
             error = (event.get("error") if isinstance(event, dict) else None) or {}
             said = error.get("message") or (event.get("type") if isinstance(event, dict) else None)
-            raise ProviderError(f"{where} did not start a session: {said}")
+            raise ProviderError(
+                f"{where} did not start a session: {said}",
+                permanent=error.get("code") in PERMANENT_ERRORS,
+            )
         self._link = link
         self._emit = emit
         link.opened()
@@ -206,11 +221,15 @@ class RealtimeProvider:
             kind = "input_text"
         else:
             kind = "text" if self.dialect == "beta" else "output_text"
-        return {
+        item: dict[str, Any] = {
             "type": "message",
             "role": message.role,
             "content": [{"type": kind, "text": message.text}],
         }
+        if message.item_id and _REUSABLE_ID.fullmatch(message.item_id):
+            # The same id again, so that what a client knows of the item still holds.
+            item["id"] = message.item_id
+        return item
 
     async def send_audio(self, pcm: bytes) -> None:
         # Built by hand: base64 needs no JSON escaping, and a JSON encoder would rescan it.
@@ -433,50 +452,3 @@ def _redacted(url: str) -> str:
     """The URL without its query, which a proxy URL might use for credentials."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-
-
-def _with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query.update(params)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _ws_scheme(url: str) -> str:
-    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
-        if url.startswith(http):
-            return ws + url.removeprefix(http)
-    return url
-
-
-def openai_provider(settings: Settings, *, on_raw: RawListener | None = None) -> RealtimeProvider:
-    """OpenAI: ``VOXRELAY_OPENAI_URL`` with ``?model=``, bearer auth, GA events."""
-    if not settings.openai_api_key:
-        raise ProviderError("the openai provider needs OPENAI_API_KEY")
-    url = _with_query(_ws_scheme(settings.openai_url), model=settings.openai_model)
-    headers = {"Authorization": f"Bearer {settings.openai_api_key}"}
-    return RealtimeProvider(url, headers, "ga", name="openai", on_raw=on_raw)
-
-
-def azure_provider(settings: Settings, *, on_raw: RawListener | None = None) -> RealtimeProvider:
-    """Azure OpenAI: the GA ``/openai/v1/realtime`` endpoint, or with
-    ``AZURE_OPENAI_API_VERSION`` the preview ``/openai/realtime`` one and its beta events."""
-    endpoint = (settings.azure_endpoint or "").strip()
-    key = settings.azure_api_key or ""
-    deployment = settings.azure_deployment or ""
-    required = {
-        "AZURE_OPENAI_ENDPOINT": endpoint,
-        "AZURE_OPENAI_API_KEY": key,
-        "AZURE_OPENAI_DEPLOYMENT": deployment,
-    }
-    missing = [env for env, value in required.items() if not value]
-    if missing:
-        raise ProviderError(f"the azure provider needs {', '.join(missing)}")
-    base = _ws_scheme(endpoint).rstrip("/")
-    headers = {"api-key": key}
-    if settings.azure_api_version:
-        query = urlencode({"api-version": settings.azure_api_version, "deployment": deployment})
-        url = f"{base}/openai/realtime?{query}"
-        return RealtimeProvider(url, headers, "beta", name="azure", on_raw=on_raw)
-    url = f"{base}/openai/v1/realtime?{urlencode({'model': deployment})}"
-    return RealtimeProvider(url, headers, "ga", name="azure", on_raw=on_raw)
