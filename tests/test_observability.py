@@ -387,7 +387,8 @@ async def test_pass_through_websocket_is_measured_both_ways_and_a_drop_counts(
         assert moved("voxrelay_turns_total") == 1
         assert moved("voxrelay_commit_to_first_audio_seconds_count") == 1
 
-        # The upstream drops the link: a live failure.
+        # The upstream drops the link and refuses the key from now on: a live failure.
+        fake.refuse_status = 401
         fake.drop()
         await until_type(events, "conversation_ended", seen)
     finally:

@@ -59,6 +59,11 @@ class Settings:
     # Largest single upload body (a chunked upload may last a whole conversation).
     max_upload_bytes: int = 256 << 20
     keepalive_seconds: float = 15.0
+    # A lost upstream link is reopened (with backoff) for this long before the session ends.
+    upstream_reconnect_seconds: float = 60.0
+    # An upstream session this old moves to a fresh one at the next turn boundary, before
+    # the upstream's own limit (OpenAI: 60 minutes) ends it; 0: never.
+    upstream_rollover_seconds: float = 55 * 60.0
     # How long an ended session's messages are still tried while the database refuses.
     storage_retry_seconds: float = 30.0
     # How often open connections are checked for a revoked token.

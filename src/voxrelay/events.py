@@ -117,6 +117,22 @@ class ModelError:
     fatal: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamReconnecting:
+    """The link to the model dropped and is being opened again; the answer in progress
+    (``response_id``, if any) is over."""
+
+    reason: str
+    response_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRestored:
+    """A new link to the model holds the conversation so far; requests go on."""
+
+    attempts: int
+
+
 ModelEvent = (
     SpeechStarted
     | SpeechStopped
@@ -127,4 +143,6 @@ ModelEvent = (
     | AudioDelta
     | ResponseDone
     | ModelError
+    | UpstreamReconnecting
+    | UpstreamRestored
 )

@@ -351,12 +351,70 @@ async def test_upstream_failure_sends_error_then_closes_1011(
     async with connect(relay, token) as conversation:
         await conversation.until("conversation.created")
         cid = conversation_id(conversation)
+        # The link drops and the key is refused from now on: it cannot be reopened.
+        fake.refuse_status = 401
         fake.drop()
-        error = (await conversation.until("error"))[-1]
-        assert error["error"]["code"] == "upstream_failed"
-        assert error["error"]["type"] == "server_error"
+        reconnecting = (await conversation.until("error"))[-1]
+        assert reconnecting["error"]["code"] == "upstream_reconnecting"
+        assert reconnecting["error"]["type"] == "server_error"
+        codes = [reconnecting["error"]["code"]]
+        while codes[-1] != "upstream_failed":
+            codes += [e["error"]["code"] for e in await conversation.until("error")]
+        assert codes == ["upstream_reconnecting", "upstream_unavailable", "upstream_failed"]
         with pytest.raises(ConnectionClosed) as closed:
             await conversation.next()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert conversation.problems == []
     assert relay.registry.for_conversation(cid) is None
+
+
+@CLIENT_DIALECTS
+async def test_a_dropped_upstream_is_reopened_and_the_client_told_in_its_protocol(
+    relay: RunningServer, fake: FakeRealtimeServer, client_dialect: str, upstream_dialect: str
+) -> None:
+    token = await relay.token()
+    async with connect(relay, token, client_dialect) as conversation:
+        await conversation.until("session.created", "conversation.created")
+        cid = conversation_id(conversation)
+        await conversation.conn.session.update(session=_session_update(client_dialect))
+        await fake.wait_for("session.update", count=2)
+        await conversation.conn.conversation.item.create(item=text_item("my name is Dana", "m_1"))
+        await conversation.conn.response.create()
+        assert (await conversation.until("response.done"))[-1]["response"]["status"] == "completed"
+
+        fake.delta_delay = 0.05
+        await conversation.conn.conversation.item.create(item=text_item("tell me a long story"))
+        await conversation.conn.response.create()
+        created = (await conversation.until("response.created"))[-1]
+        first = fake.connections[-1].index
+        fake.drop()
+        told = await conversation.until("error", "response.done")
+        error = next(e for e in told if e["type"] == "error")
+        assert error["error"]["code"] == "upstream_reconnecting"
+        assert error["error"]["type"] == "server_error"
+        done = next(e for e in told if e["type"] == "response.done")
+        assert done["response"]["id"] == created["response"]["id"]
+        assert done["response"]["status"] == "failed"
+
+        # The new link has the client's own settings and the conversation so far.
+        await wait_until(lambda: fake.connections[-1].index > first)
+        second = fake.connections[-1].index
+        updates = await fake.wait_for("session.update", count=4)
+        _assert_owned_settings_kept(updates[-1], upstream_dialect)
+        history = fake.client_events("conversation.item.create", conn=second)
+        assert history[0]["item"]["id"] == "m_1"
+        assert history[0]["item"]["content"][0]["text"] == "my name is Dana"
+        fake.delta_delay = 0.0
+        await conversation.conn.conversation.item.create(item=text_item("what is my name", "m_3"))
+        await conversation.conn.response.create()
+        answered = (await conversation.until("response.done"))[-1]
+        assert answered["response"]["status"] == "completed"
+        # The client never sees a second session.created.
+        assert len(conversation.of_type("session.created")) == 1
+    assert conversation.problems == []
+    messages = await stored_messages(relay, token, cid, 6)
+    assert [text for _, text in messages][::2] == [
+        "my name is Dana",
+        "tell me a long story",
+        "what is my name",
+    ]

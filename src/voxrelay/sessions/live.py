@@ -19,7 +19,10 @@ from voxrelay.exceptions import InvalidRequest, TooLarge
 from voxrelay.providers.base import RawEvents, SessionOptions, TurnDetection
 
 EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
-# What a listener reads from the log (``LiveSession.attached``).
+# What a listener reads from the log (``LiveSession.attached``): everything from now on
+# (``all``), everything and, after a reconnect, what it missed (``replays``: an SSE
+# stream), nothing of the audio (``no_audio``: a pass-through WebSocket, which hears
+# the upstream's own audio events), or nothing at all (``nothing``: an upload).
 Reads = Literal["all", "replays", "no_audio", "nothing"]
 
 

@@ -17,8 +17,10 @@ from voxrelay.events import ModelEvent
 from voxrelay.exceptions import ConversationBusy, ServerClosing, UpstreamUnavailable
 from voxrelay.providers.base import HistoryMessage, Provider, ProviderError
 from voxrelay.sessions.live import EndReason, StartRequest
+from voxrelay.sessions.raw_upstream import upstream_for
 from voxrelay.sessions.session import Session
 from voxrelay.sessions.transcripts import TranscriptWriter, WriteHealth
+from voxrelay.sessions.upstream import UpstreamPolicy
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ class Registry:
         self._starting: dict[str, asyncio.Lock] = {}
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
         self._closing = False
+        self._upstream_policy = UpstreamPolicy(
+            reconnect_seconds=settings.upstream_reconnect_seconds,
+            rollover_seconds=settings.upstream_rollover_seconds or None,
+        )
         self.calls: dict[str, OwnerCall] = {}
         # Whether this process's message writes land (``/readyz``).
         self.write_health = WriteHealth()
@@ -86,8 +92,8 @@ class Registry:
             raise ServerClosing()
         conversation_id, options = request.conversation_id, request.options
         messages = await self._store.list_messages(conversation_id)
-        history = [HistoryMessage(m.role, m.text) for m in messages if m.text]  # type: ignore[arg-type]
-        provider = self._provider_factory()
+        history = [HistoryMessage(m.role, m.text, m.item_id) for m in messages if m.text]  # type: ignore[arg-type]
+        provider = upstream_for(self._provider_factory, self._upstream_policy)
         inbox = _Inbox()
         name = self._settings.provider
         opening_at = time.monotonic()
@@ -127,6 +133,14 @@ class Registry:
             options={k: v for k, v in asdict(options).items() if v is not None},
             session_id=self._new_session_id(),
         )
+        transcripts = TranscriptWriter(
+            self._store,
+            conversation_id,
+            record.id,
+            health=self.write_health,
+            retry_after_end_seconds=self._settings.storage_retry_seconds,
+        )
+        provider.said = transcripts.said
         session = Session(
             id=record.id,
             conversation_id=conversation_id,
@@ -140,13 +154,7 @@ class Registry:
             log_keep_seconds=max(self._settings.grace_seconds, 1.0),
             log_max_bytes=self._settings.replay_max_bytes,
             max_text_chars=self._settings.max_text_chars,
-            transcripts=TranscriptWriter(
-                self._store,
-                conversation_id,
-                record.id,
-                health=self.write_health,
-                retry_after_end_seconds=self._settings.storage_retry_seconds,
-            ),
+            transcripts=transcripts,
             next_position=(messages[-1].position + 1) if messages else 0,
         )
         session.when_listened(

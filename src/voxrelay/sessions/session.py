@@ -44,6 +44,8 @@ from voxrelay.events import (
     SpeechStopped,
     TranscriptDelta,
     TranscriptDone,
+    UpstreamReconnecting,
+    UpstreamRestored,
 )
 from voxrelay.exceptions import SessionEnded
 from voxrelay.providers.base import Provider, RawProvider, TurnDetection
@@ -192,13 +194,9 @@ class Session:
         """Count a listener or an upload in progress while the block runs: the session
         is not idle.
 
-        ``reads`` says what it takes from the log: everything from now on (``all``),
-        everything and, after a reconnect, what it missed (``replays``: an SSE stream),
-        nothing of the audio (``no_audio``: a pass-through WebSocket, which hears the
-        upstream's own audio events), or nothing at all (``nothing``: an upload).
-        Answer audio goes into the log only while someone may read it there.
-        ``after`` (where a replaying listener starts) matters only to a session
-        mirrored from elsewhere."""
+        ``reads`` (see ``Reads``) says what it takes from the log; answer audio goes
+        into the log only while someone may read it there. ``after`` (where a
+        replaying listener starts) matters only to a session mirrored from elsewhere."""
         return self._listeners.attached(reads)
 
     @property
@@ -402,6 +400,11 @@ class Session:
             self._on_response_done(event)
         elif isinstance(event, ModelError):
             self._publish_error(event.code, event.message)
+        elif isinstance(event, UpstreamReconnecting):
+            data = {"reason": event.reason, "responseId": event.response_id}
+            self.log.append("upstream_reconnecting", data)
+        elif isinstance(event, UpstreamRestored):
+            self.log.append("upstream_restored", {"attempts": event.attempts})
 
     def _on_audio(self, event: AudioDelta) -> None:
         received_at = time.monotonic()

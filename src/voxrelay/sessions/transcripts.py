@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voxrelay import logs
+from voxrelay.providers.base import HistoryMessage
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class TranscriptWriter:
         self._writes: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.messages = 0
+        # Every message of this session as it stands, stored yet or not: what a new
+        # upstream link is told of the conversation.
+        self._said: dict[str, tuple[int, HistoryMessage]] = {}
 
     def start(self) -> None:
         # The writer's task logs as its session's, whichever request started it.
@@ -80,6 +84,7 @@ class TranscriptWriter:
         """Queue a new message; its id comes back at once so later edits can name it."""
         message_id = "msg_" + secrets.token_hex(12)
         self.messages += 1
+        self._said[message_id] = (position, HistoryMessage(role, text, item_id))  # type: ignore[arg-type]
 
         async def write() -> None:
             await self._store.add_message(
@@ -96,10 +101,18 @@ class TranscriptWriter:
         return message_id
 
     def update(self, message_id: str, text: str) -> None:
+        if message_id in self._said:
+            position, said = self._said[message_id]
+            self._said[message_id] = (position, HistoryMessage(said.role, text, said.item_id))
+
         async def write() -> None:
             await self._store.update_message(message_id, text=text)
 
         self._writes.put_nowait(write)
+
+    def said(self) -> list[HistoryMessage]:
+        """This session's messages so far, in conversation order."""
+        return [message for _, message in sorted(self._said.values(), key=lambda m: m[0])]
 
     async def close(self) -> None:
         """Store everything queued so far (a failing database is tried for a bounded

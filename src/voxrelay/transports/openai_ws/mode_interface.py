@@ -18,7 +18,7 @@ from voxrelay.sessions import LiveSession
 
 # Errors the session itself reports (not the upstream's own error events, which a
 # pass-through client already receives raw).
-RELAY_ERRORS = frozenset({"upstream_failed", "upstream_error"})
+RELAY_ERRORS = frozenset({"upstream_failed", "upstream_error", "upstream_unavailable"})
 
 
 class Link(Protocol):

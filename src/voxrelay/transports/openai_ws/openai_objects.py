@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from voxrelay.openai_realtime.errors import error_event
 from voxrelay.openai_realtime.fields import mapping
 from voxrelay.openai_realtime.protocol import PCM_GA, Dialect
 from voxrelay.openai_realtime.session_shapes import session_to_beta
@@ -151,6 +152,33 @@ def response_object(
         "metadata": None,
         "usage": None,
     }
+
+
+def failed_response(response_id: str, conversation_id: str) -> dict[str, Any]:
+    """``response.done`` for an answer the upstream link dropped in the middle of."""
+    response = response_object(
+        response_id,
+        "failed",
+        [],
+        conversation_id=conversation_id,
+        text_only=False,
+        voice=None,
+        barge_in=False,
+    )
+    response["status_details"] = {
+        "type": "failed",
+        "error": {"type": "server_error", "code": "upstream_reconnecting"},
+    }
+    return {"type": "response.done", "response": response}
+
+
+def reconnecting_error() -> dict[str, Any]:
+    """The upstream link dropped and is being reopened; the conversation is kept."""
+    return error_event(
+        "upstream_reconnecting",
+        "the voice model's connection dropped; reconnecting, the conversation is kept",
+        kind="server_error",
+    )
 
 
 def part_ids(response_id: str, item_id: str | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from voxrelay.openai_realtime.server_owned import own_response_params, own_sessi
 from voxrelay.openai_realtime.translation import client_event, server_event
 from voxrelay.sessions import LiveSession, new_item_id
 from voxrelay.transports.openai_ws.mode_interface import RELAY_ERRORS, Link
+from voxrelay.transports.openai_ws.openai_objects import failed_response, reconnecting_error
 
 # How long a new pass-through connection waits for the upstream to apply the server's
 # settings before it opens with the session as it stands.
@@ -106,7 +107,18 @@ class PassThrough:
             self.link.send(translated)
 
     def on_log(self, event: Event) -> None:
-        if event.type == "error" and event.data.get("code") in RELAY_ERRORS:
+        if event.type == "upstream_reconnecting":
+            # The upstream will never finish the answer it was giving: say so as it would.
+            response_id = event.data.get("responseId")
+            self.link.send(reconnecting_error())
+            if isinstance(response_id, str) and self.session is not None:
+                for done in server_event(
+                    failed_response(response_id, self.session.conversation_id),
+                    "ga",
+                    self.link.dialect,
+                ):
+                    self.link.send(done)
+        elif event.type == "error" and event.data.get("code") in RELAY_ERRORS:
             self.link.send(
                 error_event(
                     str(event.data["code"]), str(event.data.get("message")), kind="server_error"

@@ -31,6 +31,7 @@ from voxrelay.transports.openai_ws.openai_objects import (
     item_truncated,
     options_asked,
     part_ids,
+    reconnecting_error,
     response_object,
     session_event,
     session_object,
@@ -319,6 +320,8 @@ class Speaker:
             self._audio(data, event.at)
         elif kind == "response_done":
             self._response_done(str(data["responseId"]), str(data.get("status")))
+        elif kind == "upstream_reconnecting":
+            self.link.send_ga(reconnecting_error())
         elif kind == "error":
             code = str(data.get("code"))
             if code == "input_audio_buffer_commit_empty":
