@@ -50,6 +50,7 @@ from voxrelay.providers.base import Provider, RawProvider, TurnDetection
 from voxrelay.sessions.items import AssistantItem, Items, Turn
 from voxrelay.sessions.listeners import Listeners
 from voxrelay.sessions.live import EndReason, Reads, check_text, new_item_id
+from voxrelay.sessions.pacing import UNPACED, AudioPace
 from voxrelay.sessions.transcripts import STORAGE_UNAVAILABLE, TranscriptWriter, cut_to_fraction
 from voxrelay.store import Store
 
@@ -74,6 +75,7 @@ class Session:
         next_position: int,
         transcripts: TranscriptWriter,
         max_text_chars: int = 4000,
+        pace: AudioPace = UNPACED,
     ) -> None:
         self.id = id
         self.conversation_id = conversation_id
@@ -104,6 +106,7 @@ class Session:
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         self._max_text_chars = max_text_chars
+        self._pace = pace  # how fast its clients may send audio
         self._opened_at = time.monotonic()
         # Every listener gets it first, however long ago the log dropped it.
         self.opening = self.log.append(
@@ -220,6 +223,7 @@ class Session:
         if not self.active:
             raise SessionEnded()
         rate = rate or self.input_rate
+        self._pace.take(len(pcm), rate)
         async with self._order:
             if not self.active:
                 raise SessionEnded()
@@ -287,6 +291,7 @@ class Session:
             # An audio append: the hot path, kept as flat as ``send_audio``.
             if not self.active:
                 raise SessionEnded()
+            self._pace.take(len(event.get("audio") or "") * 3 // 4, self.input_rate)
             async with self._order:
                 if not self.active:
                     raise SessionEnded()
