@@ -229,6 +229,8 @@ class Processes:
             "OPENAI_API_KEY": "bench-upstream-key",
             "VOXRELAY_DATABASE_URL": self.database,
             "VOXRELAY_LOG_LEVEL": "warning",
+            # Every simulated client shares one token: one device with hundreds of sessions.
+            "VOXRELAY_MAX_SESSIONS_PER_DEVICE": "0",
         }
         env.pop("VOXRELAY_REDIS_URL", None)
         if self.redis_url is not None:

@@ -78,3 +78,22 @@ def test_a_serve_flag_that_is_not_a_bool_is_a_usage_error(
         cli._parser().parse_args(["serve", "--migrate-on-start", "maybe"])
     assert exited.value.code == 2
     assert "expected 1/true/yes/on or 0/false/no/off, got 'maybe'" in capsys.readouterr().err
+
+
+def test_connection_and_pace_limits_have_safe_defaults_and_refuse_negatives() -> None:
+    settings = Settings.from_env({})
+    assert settings.cors_allowed_origins == ""
+    assert (settings.header_timeout_seconds, settings.body_idle_timeout_seconds) == (10, 30)
+    assert settings.max_sessions_per_device == 8
+    assert (settings.max_upload_realtime_factor, settings.upload_burst_seconds) == (10, 20)
+    changed = Settings.from_env(
+        {
+            "VOXRELAY_CORS_ALLOWED_ORIGINS": "https://a.example,https://b.example",
+            "VOXRELAY_MAX_SESSIONS_PER_DEVICE": "0",
+            "VOXRELAY_HEADER_TIMEOUT_SECONDS": "2.5",
+        }
+    )
+    assert changed.cors_allowed_origins == "https://a.example,https://b.example"
+    assert (changed.max_sessions_per_device, changed.header_timeout_seconds) == (0, 2.5)
+    with pytest.raises(ValueError, match="max_upload_realtime_factor must be 0 or more"):
+        Settings(max_upload_realtime_factor=-1)

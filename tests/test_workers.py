@@ -121,7 +121,13 @@ def _stop(cluster: Cluster) -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = _start(tmp_path_factory.mktemp("workers"))
+    # A short head deadline, for the test of it (heads on loopback take microseconds);
+    # one token stands for a dozen devices at once here, so no per-device limit.
+    running = _start(
+        tmp_path_factory.mktemp("workers"),
+        VOXRELAY_HEADER_TIMEOUT_SECONDS="2",
+        VOXRELAY_MAX_SESSIONS_PER_DEVICE="0",
+    )
     yield running
     assert _stop(running) == 0
     log = running.log.read_text()
@@ -347,6 +353,27 @@ async def test_a_retried_seq_is_recognised_by_the_owner_whichever_worker_took_th
         assert retried == {"conversationId": cid, "seq": 7, "bytesReceived": len(first)}
         await client.end(cid)
         await reader.close()
+
+
+async def test_a_stalled_request_head_is_cut_off_by_either_worker(cluster: Cluster) -> None:
+    """A request line still coming (read by the hand-off, not yet by uvicorn), and a
+    head handed to its owner worker unfinished: both closed at the deadline."""
+    host, port = cluster.url.removeprefix("http://").split(":")
+    stalled = []
+    for start in (
+        b"GET /realtime/stream?conversationId=",
+        b"GET /realtime/stream?conversationId=c1 HTTP/1.1\r\nHost: x\r\n",
+        b"GET /realtime/stream?conversationId=c4 HTTP/1.1\r\nHost: x\r\n",
+    ):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(start)
+        stalled.append((reader, writer))
+    async with httpx.AsyncClient(base_url=cluster.url) as http:
+        assert (await http.get("/healthz")).status_code == 200
+    for reader, writer in stalled:
+        answer = await asyncio.wait_for(reader.read(), 20)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer
+        writer.close()
 
 
 async def test_metrics_add_up_every_worker(cluster: Cluster) -> None:

@@ -17,7 +17,9 @@ from redis.exceptions import RedisError
 from voxrelay import __version__, metrics
 from voxrelay.cluster import Cluster
 from voxrelay.config import Settings
-from voxrelay.errors import error_body, install_error_handlers
+from voxrelay.errors import error_body, install_error_handlers, install_not_found
+from voxrelay.middleware import BodyIdleTimeout, JsonErrorBodies
+from voxrelay.origins import Cors, Origins
 from voxrelay.providers import provider_factory, warm_up
 from voxrelay.providers.base import Provider
 from voxrelay.revocation import Revocations
@@ -104,10 +106,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    origins = Origins.parse(settings.cors_allowed_origins)
+    app.state.origins = origins
     install_error_handlers(app)
+    install_not_found(app)
+    # Innermost first: the body deadline raises into the routes' error handlers; the
+    # CORS refusal and Socket.IO's own errors are made JSON on the way out.
+    app.add_middleware(BodyIdleTimeout, seconds=settings.body_idle_timeout_seconds)
+    app.add_middleware(Cors, origins=origins)
+    app.add_middleware(JsonErrorBodies)
     app.include_router(http.router)
     app.include_router(openai_ws.router)
-    socketio.mount(app, ownership)
+    socketio.mount(app, ownership, origins)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

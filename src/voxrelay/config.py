@@ -58,6 +58,25 @@ class Settings:
     max_json_depth: int = 32
     # Largest single upload body (a chunked upload may last a whole conversation).
     max_upload_bytes: int = 256 << 20
+    # Web pages (origins, comma-separated; ``*`` for any) that may call the server
+    # from a browser: CORS on REST and SSE, Socket.IO's origin check, the Origin of
+    # a ``/v1/realtime`` upgrade. Empty: none but the server's own origin.
+    cors_allowed_origins: str = ""
+    # A connection that has not sent a whole request head (request line and
+    # headers) this long after it opened, or after its head began, is closed (0: never).
+    header_timeout_seconds: float = 10.0
+    # A request body that sends nothing for this long answers 408 ``request_timeout``
+    # (a chunked upload streaming audio never pauses that long); 0: never.
+    body_idle_timeout_seconds: float = 30.0
+    # Live sessions one device token may hold at once in one process (0: no limit);
+    # one more answers 429 ``too_many_sessions``.
+    max_sessions_per_device: int = 8
+    # Audio a client sends faster than this many times real time, sustained, is
+    # refused (429 ``audio_too_fast``); 0 turns the check off.
+    max_upload_realtime_factor: float = 10.0
+    # Seconds of audio a client may send at once beyond that pace (catching up
+    # after a stalled network).
+    upload_burst_seconds: float = 20.0
     keepalive_seconds: float = 15.0
     # A lost upstream link is reopened (with backoff) for this long before the session ends.
     upstream_reconnect_seconds: float = 60.0
@@ -92,6 +111,15 @@ class Settings:
             raise ValueError("database_pool_size must be 1 or more")
         if self.database_max_overflow < 0:
             raise ValueError("database_max_overflow must be 0 or more")
+        for name in (
+            "header_timeout_seconds",
+            "body_idle_timeout_seconds",
+            "max_sessions_per_device",
+            "max_upload_realtime_factor",
+            "upload_burst_seconds",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"unknown log format {self.log_format!r}; choose one of {LOG_FORMATS}")
 

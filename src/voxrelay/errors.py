@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from voxrelay import exceptions
 
@@ -22,10 +24,13 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    426: "upgrade_required",
+    429: "too_many_requests",
     500: "internal_error",
     502: "upstream_unavailable",
     503: "upstream_unavailable",
@@ -46,6 +51,9 @@ _STATUS: dict[type[exceptions.VoxrelayError], int] = {
     exceptions.Unauthorized: 401,
     exceptions.InvalidRequest: 400,
     exceptions.TooLarge: 413,
+    exceptions.TooManySessions: 429,
+    exceptions.AudioTooFast: 429,
+    exceptions.RequestTimeout: 408,
     exceptions.NotFound: 404,
     exceptions.ConversationBusy: 409,
     exceptions.NoActiveSession: 409,
@@ -76,8 +84,18 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif status == 408:
+        # The rest of the body may still come, any time: the connection is done.
+        headers = {"Connection": "close"}
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def code_for(status: int) -> str:
+    """The error code of an HTTP status that no more precise code names."""
+    return _CODES.get(status, "error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -91,7 +109,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = _CODES.get(exc.status_code, "error")
+        code = code_for(exc.status_code)
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message)
 
@@ -114,6 +132,21 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ClientDisconnect, disconnected)
     app.add_exception_handler(Exception, unexpected)
+
+
+def install_not_found(app: FastAPI) -> None:
+    """A WebSocket upgrade to a path nothing serves answers 404 JSON, as an HTTP
+    request there does (Starlette would refuse it with a bare 403)."""
+    http_not_found = app.router.not_found
+
+    async def not_found_anywhere(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await http_not_found(scope, receive, send)
+            return
+        response = error_response(404, "not_found", "nothing is served at this path")
+        await WebSocket(scope, receive, send).send_denial_response(response)
+
+    app.router.default = not_found_anywhere
 
 
 def describe_validation(errors: object) -> str:

@@ -48,6 +48,24 @@ class NotFound(VoxrelayError):
         self.what = what
 
 
+class TooManySessions(VoxrelayError):
+    """The device already holds as many live sessions as it may."""
+
+    code = "too_many_sessions"
+
+
+class AudioTooFast(VoxrelayError):
+    """Audio arrives much faster than it can be spoken: the chunk is not forwarded."""
+
+    code = "audio_too_fast"
+
+
+class RequestTimeout(VoxrelayError):
+    """The client stopped sending the body of its request."""
+
+    code = "request_timeout"
+
+
 class ConversationBusy(VoxrelayError):
     """The conversation already has an active session."""
 
@@ -105,6 +123,9 @@ BY_NAME: dict[str, type[VoxrelayError]] = {
         Unauthorized,
         InvalidRequest,
         TooLarge,
+        TooManySessions,
+        AudioTooFast,
+        RequestTimeout,
         NotFound,
         ConversationBusy,
         NoActiveSession,

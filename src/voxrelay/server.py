@@ -20,6 +20,7 @@ from uvicorn.config import LOGGING_CONFIG
 from voxrelay import logs
 from voxrelay.app import create_app
 from voxrelay.config import Settings
+from voxrelay.protocols import JsonRefusalsWebSocketProtocol, http_protocol
 from voxrelay.workers import Worker
 from voxrelay.workers.handoff import HandingOffHttpProtocol, Handoff, protocol_for
 
@@ -131,6 +132,7 @@ def make_server(
     """A server for ``app``; uvicorn logs as ``log_config`` says (default: its own way).
     As one of several ``worker`` processes it hands connections to their owner."""
     handoff = Handoff(worker.ownership, worker.rundir) if worker is not None else None
+    handing_off = (protocol_for(handoff),) if handoff is not None else ()
     config = uvicorn.Config(
         app or create_app(settings),
         host=settings.host,
@@ -139,7 +141,10 @@ def make_server(
         log_config=log_config if log_config is not None else LOGGING_CONFIG,
         timeout_graceful_shutdown=5,
         lifespan="on",
-        http=protocol_for(handoff) if handoff is not None else "auto",
+        # uvicorn's own protocols, with a deadline for request heads and JSON refusals
+        # (protocols.py), and for a worker the hand-off to the owner of a request.
+        http=http_protocol(settings.header_timeout_seconds, *handing_off),
+        ws=JsonRefusalsWebSocketProtocol,
         # Which worker answered, on every response (for operators, at no cost per chunk).
         headers=[("X-Voxrelay-Worker", str(worker.ownership.index))] if worker else None,
     )

@@ -49,10 +49,12 @@ class Directory:
         output_rate: int,
         options: SessionOptions,
         join_active: bool = False,
+        device: str = "",
     ) -> tuple[LiveSession, bool]:
         """Start (or with ``join_active`` join) the session of the user's conversation,
         creating the conversation when it does not exist yet (a new id when none is
-        given); returns the session and whether it is new."""
+        given); returns the session and whether it is new. A new session counts
+        against the limit of ``device`` (its token's id)."""
         if conversation_id is None:
             conversation_id = self._elsewhere.new_id(CONVERSATION_PREFIX)
             await self._store.create_conversation(user_id, conversation_id)
@@ -68,7 +70,7 @@ class Directory:
             elif existing.user_id != user_id:
                 raise NotFound("conversation")
         request = StartRequest(
-            user_id, conversation_id, input_rate, output_rate, options, join_active
+            user_id, conversation_id, input_rate, output_rate, options, join_active, device
         )
         session: LiveSession
         if await self._elsewhere.here(conversation_id, claim=True):

@@ -37,6 +37,8 @@ class StartRequest:
     options: SessionOptions
     # Return the conversation's active session instead of refusing with ConversationBusy.
     join_active: bool = False
+    # The device (its token's id) that asks: a new session counts against its limit.
+    device: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,8 @@ from voxrelay.events import ModelEvent
 from voxrelay.exceptions import ConversationBusy, ServerClosing, UpstreamUnavailable
 from voxrelay.providers.base import HistoryMessage, Provider, ProviderError
 from voxrelay.sessions.live import EndReason, StartRequest
+from voxrelay.sessions.pacing import AudioPace
+from voxrelay.sessions.per_device import DeviceSessions
 from voxrelay.sessions.raw_upstream import upstream_for
 from voxrelay.sessions.session import Session
 from voxrelay.sessions.transcripts import TranscriptWriter, WriteHealth
@@ -48,6 +50,9 @@ class Registry:
         self._by_conversation: dict[str, Session] = {}
         self._starting: dict[str, asyncio.Lock] = {}
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
+        self._devices = DeviceSessions(settings.max_sessions_per_device)
+        # The device that opened each session, given back when it ends.
+        self._device_of: dict[str, str] = {}
         self._closing = False
         self._upstream_policy = UpstreamPolicy(
             reconnect_seconds=settings.upstream_reconnect_seconds,
@@ -82,7 +87,14 @@ class Registry:
                     if request.join_active:
                         return active, False
                     raise ConversationBusy()
-                return await self._open(request), True
+                self._devices.take(request.device)
+                try:
+                    session = await self._open(request)
+                except BaseException:
+                    self._devices.give_back(request.device)
+                    raise
+                self._device_of[session.id] = request.device
+                return session, True
         finally:
             if not lock.locked():
                 self._starting.pop(conversation_id, None)
@@ -154,6 +166,9 @@ class Registry:
             log_keep_seconds=max(self._settings.grace_seconds, 1.0),
             log_max_bytes=self._settings.replay_max_bytes,
             max_text_chars=self._settings.max_text_chars,
+            pace=AudioPace(
+                self._settings.max_upload_realtime_factor, self._settings.upload_burst_seconds
+            ),
             transcripts=transcripts,
             next_position=(messages[-1].position + 1) if messages else 0,
         )
@@ -199,6 +214,7 @@ class Registry:
             },
         )
         self._disarm_idle_timer(session)
+        self._devices.give_back(self._device_of.pop(session.id, ""))
         self._sessions.pop(session.id, None)
         if self._by_conversation.get(session.conversation_id) is session:
             del self._by_conversation[session.conversation_id]

@@ -52,6 +52,7 @@ from voxrelay.providers.base import Provider, RawProvider, TurnDetection
 from voxrelay.sessions.items import AssistantItem, Items, Turn
 from voxrelay.sessions.listeners import Listeners
 from voxrelay.sessions.live import EndReason, Reads, check_text, new_item_id
+from voxrelay.sessions.pacing import UNPACED, AudioPace
 from voxrelay.sessions.transcripts import STORAGE_UNAVAILABLE, TranscriptWriter, cut_to_fraction
 from voxrelay.store import Store
 
@@ -76,6 +77,7 @@ class Session:
         next_position: int,
         transcripts: TranscriptWriter,
         max_text_chars: int = 4000,
+        pace: AudioPace = UNPACED,
     ) -> None:
         self.id = id
         self.conversation_id = conversation_id
@@ -98,14 +100,14 @@ class Session:
         self._output = StreamResampler(provider.output_rate, output_rate)
         self._responding: str | None = None
         self._turn: Turn | None = None
-        # Requests are applied one at a time, in order (asyncio.Lock wakes waiters FIFO);
-        # an uncontended acquire does not suspend.
+        # Requests apply one at a time, in order (FIFO); an uncontended acquire never waits.
         self._order = asyncio.Lock()
         self._transcripts = transcripts
         transcripts.on_failing = lambda: self._publish_error(*STORAGE_UNAVAILABLE)
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         self._max_text_chars = max_text_chars
+        self._pace = pace  # how fast its clients may send audio
         self._opened_at = time.monotonic()
         # Every listener gets it first, however long ago the log dropped it.
         self.opening = self.log.append(
@@ -148,8 +150,8 @@ class Session:
         return True
 
     def can_restart(self) -> bool:
-        """Whether the session may still be replaced by one with other settings: it is
-        active, has said nothing beyond its opening event, and nobody else listens."""
+        """Whether it may still be replaced by one with other settings: active, nothing
+        said beyond its opening event, nobody else listening."""
         return self.active and self.listeners <= 1 and self.log.last_id <= 1
 
     async def _end(self, reason: EndReason) -> None:
@@ -218,6 +220,7 @@ class Session:
         if not self.active:
             raise SessionEnded()
         rate = rate or self.input_rate
+        self._pace.take(len(pcm), rate)
         async with self._order:
             if not self.active:
                 raise SessionEnded()
@@ -285,6 +288,7 @@ class Session:
             # An audio append: the hot path, kept as flat as ``send_audio``.
             if not self.active:
                 raise SessionEnded()
+            self._pace.take(len(event.get("audio") or "") * 3 // 4, self.input_rate)
             async with self._order:
                 if not self.active:
                     raise SessionEnded()

@@ -67,6 +67,7 @@ async def create_session(
         input_rate=body.inputSampleRate,
         output_rate=body.outputSampleRate,
         options=options,
+        device=device.token_id,
     )
     return JSONResponse({"session": session_json(session)}, status_code=201)
 

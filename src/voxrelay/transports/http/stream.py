@@ -66,6 +66,7 @@ async def stream(
             output_rate=outputSampleRate,
             options=options,
             join_active=True,
+            device=device.token_id,
         )
     settings = request.app.state.settings
     last_event_id = None if is_new else lastEventId

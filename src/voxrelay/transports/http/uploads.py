@@ -10,6 +10,7 @@ worker than the first try is still recognised.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Annotated, Any
 
@@ -17,11 +18,12 @@ from fastapi import APIRouter, Query, Request
 
 from voxrelay import metrics
 from voxrelay.errors import ApiError
-from voxrelay.exceptions import SessionEnded, Unauthorized
+from voxrelay.exceptions import SessionEnded, Unauthorized, VoxrelayError
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession, Registry
 from voxrelay.transports.http._common import DeviceDep, DirectoryDep, SampleRate
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 _AUDIO_TYPES = ("application/octet-stream", "audio/pcm", "audio/l16", "audio/x-pcm")
@@ -30,7 +32,8 @@ _LEDGER = "upload_seq"
 
 class SeqLedger:
     """The upload ``seq`` numbers each session of this process has taken, with the
-    bytes each one forwarded (0 while it is still arriving)."""
+    bytes each one forwarded (0 while it is still arriving; what it forwarded until
+    it stopped, when it failed midway)."""
 
     def __init__(self) -> None:
         self._taken: dict[str, dict[int, int]] = {}
@@ -39,13 +42,16 @@ class SeqLedger:
         """``claim`` (the bytes of a ``seq`` already taken, or None once it is now
         claimed), ``settle`` with its byte count, or ``release`` an upload that forwarded
         nothing."""
-        taken = self._taken.setdefault(str(args["session"]), {})
         seq = int(args["seq"])
         if args["do"] == "claim":
+            taken = self._taken.setdefault(str(args["session"]), {})
             if seq in taken:
                 return taken[seq]
             taken[seq] = 0
-        elif args["do"] == "settle":
+            return None
+        # Nothing to record for a session that ended meanwhile (``forget``).
+        taken = self._taken.get(str(args["session"]), {})
+        if args["do"] == "settle":
             taken[seq] = int(args["bytes"])
         else:
             taken.pop(seq, None)
@@ -97,7 +103,7 @@ async def upload(
         if taken is not None:
             # A retry of a chunk already forwarded: same answer, nothing sent twice.
             return {**answer, "bytesReceived": taken}
-    received = 0
+    received = forwarded = 0
     rate = sampleRate or session.input_rate
     audio_in = metrics.AUDIO_IN["upload"]
     revocations: Revocations = request.app.state.revocations
@@ -127,17 +133,32 @@ async def upload(
                     )
                 audio_in.inc(len(chunk))
                 await session.send_audio(chunk, rate, transport="upload", received_at=received_at)
-    except SessionEnded:
-        raise SessionEnded("the session ended during the upload") from None
+                forwarded += len(chunk)
     except asyncio.CancelledError:
         if not revoked or handler is None:
             raise
         handler.uncancel()  # this request's own answer, not a cancelled server
+        await _settle(directory, session, seq, forwarded)
         raise Unauthorized("the device token was revoked during the upload") from None
-    except BaseException:
-        if seq is not None and received == 0:
-            await _ledger(directory, session, "release", seq)
+    except BaseException as error:
+        await _settle(directory, session, seq, forwarded)
+        if isinstance(error, SessionEnded):
+            raise SessionEnded("the session ended during the upload") from None
         raise
-    if seq is not None:
-        await _ledger(directory, session, "settle", seq, received)
-    return {**answer, "bytesReceived": received}
+    await _settle(directory, session, seq, forwarded)
+    return {**answer, "bytesReceived": forwarded}
+
+
+async def _settle(directory: Directory, session: LiveSession, seq: int | None, sent: int) -> None:
+    """Record what an upload with ``seq`` forwarded, however it ended: a retry answers
+    the same, and is not forwarded again. One that forwarded nothing may be sent again."""
+    if seq is None:
+        return
+    try:
+        if sent:
+            await _ledger(directory, session, "settle", seq, sent)
+        else:
+            await _ledger(directory, session, "release", seq)
+    except VoxrelayError as error:
+        # The owner went away meanwhile: the ledger went with it.
+        log.warning("could not record upload seq %d: %s", seq, error.message)

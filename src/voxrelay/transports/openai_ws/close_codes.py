@@ -6,6 +6,8 @@ from __future__ import annotations
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_INVALID = 4400
+# The device holds as many live sessions as it may (HTTP's 429).
+CLOSE_TOO_MANY = 4429
 CLOSE_FOR_REASON = {
     "client_end": 1000,
     "idle_timeout": 1000,

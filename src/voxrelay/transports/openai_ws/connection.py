@@ -21,7 +21,13 @@ from fastapi import WebSocket
 from voxrelay import metrics
 from voxrelay.errors import http_status
 from voxrelay.eventlog import ReplayGap
-from voxrelay.exceptions import NotFound, ServerClosing, SessionEnded, VoxrelayError
+from voxrelay.exceptions import (
+    NotFound,
+    ServerClosing,
+    SessionEnded,
+    TooManySessions,
+    VoxrelayError,
+)
 from voxrelay.openai_realtime.errors import error_event
 from voxrelay.openai_realtime.protocol import CLIENT_EVENTS, SAMPLE_RATE, Dialect
 from voxrelay.openai_realtime.translation import server_event
@@ -32,6 +38,7 @@ from voxrelay.transports.openai_ws.close_codes import (
     CLOSE_FOR_REASON,
     CLOSE_INVALID,
     CLOSE_NOT_FOUND,
+    CLOSE_TOO_MANY,
     CLOSE_UNAUTHORIZED,
 )
 from voxrelay.transports.openai_ws.mode_interface import Mode
@@ -72,6 +79,7 @@ class Connection:
         self._mode: Mode | None = None
         self._directory: Directory | None = None
         self._user_id = ""
+        self._device = ""
         self._running = False
 
     # -- sending ---
@@ -178,9 +186,13 @@ class Connection:
         user_id: str,
         conversation_id: str | None,
         options: SessionOptions,
+        device: str | None = None,
     ) -> tuple[LiveSession, bool] | None:
-        """Start or join the conversation's session; on failure tell the client and close."""
+        """Start or join the conversation's session (a new one counts against the limit
+        of ``device``, its token's id); on failure tell the client and close."""
         self._directory, self._user_id = directory, user_id
+        if device is not None:
+            self._device = device
         try:
             session, fresh = await directory.start(
                 user_id,
@@ -189,6 +201,7 @@ class Connection:
                 output_rate=SAMPLE_RATE,
                 options=options,
                 join_active=True,
+                device=self._device,
             )
         except VoxrelayError as error:
             # The core's errors as close codes: the one place this transport maps them.
@@ -196,6 +209,8 @@ class Connection:
                 await self.refuse(1012, error.code, error.message)
             elif isinstance(error, NotFound):
                 await self.refuse(CLOSE_NOT_FOUND, error.code, error.message)
+            elif isinstance(error, TooManySessions):
+                await self.refuse(CLOSE_TOO_MANY, error.code, error.message)
             elif http_status(error) < 500:
                 await self.refuse(CLOSE_INVALID, "invalid_request", error.message)
             else:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
 
 from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate, bearer_token
 from voxrelay.config import Settings
+from voxrelay.errors import error_response
 from voxrelay.exceptions import Unauthorized
 from voxrelay.openai_realtime.protocol import Dialect
+from voxrelay.origins import Origins
 from voxrelay.providers.base import SessionOptions
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession
@@ -38,6 +41,14 @@ async def realtime(websocket: WebSocket) -> None:
         "beta" if "realtime=v1" in beta_header.split(",") or _BETA_PROTOCOL in offered else "ga"
     )
     app = websocket.app
+    origins: Origins = app.state.origins
+    origin = websocket.headers.get("origin")
+    if not origins.allows(origin, websocket.headers.get("host")):
+        # Before anything else: a page that may not use the server learns nothing.
+        log.warning("refused a WebSocket from origin %s", origin, extra={"transport": "websocket"})
+        message = "this origin may not open a connection (see VOXRELAY_CORS_ALLOWED_ORIGINS)"
+        await websocket.send_denial_response(error_response(403, "origin_not_allowed", message))
+        return
     store: Store = app.state.store
     directory: Directory = app.state.directory
     settings: Settings = app.state.settings
@@ -67,7 +78,7 @@ async def realtime(websocket: WebSocket) -> None:
     # ``?model=`` is accepted for compatibility and ignored: the server's provider
     # configuration decides the model.
     opening = await connection.open(
-        directory, user_id, params.get("conversationId"), SessionOptions()
+        directory, user_id, params.get("conversationId"), SessionOptions(), device.token_id
     )
     if opening is None:
         return
@@ -82,6 +93,16 @@ async def realtime(websocket: WebSocket) -> None:
         except Exception:
             log.exception("OpenAI-compatible WebSocket of %s failed", session.id)
             await connection.close_now(1011, "internal error")
+
+
+@router.get("/v1/realtime", include_in_schema=False)
+async def not_upgraded() -> JSONResponse:
+    response = error_response(
+        426, "upgrade_required", "/v1/realtime is a WebSocket endpoint: upgrade the connection"
+    )
+    response.headers["Upgrade"] = "websocket"
+    response.headers["Connection"] = "Upgrade"
+    return response
 
 
 def _token(websocket: WebSocket, offered: list[str]) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 from voxrelay.audio import StreamResampler
 from voxrelay.config import Settings
 from voxrelay.eventlog import Event
+from voxrelay.exceptions import AudioTooFast
 from voxrelay.openai_realtime.errors import error_event
 from voxrelay.openai_realtime.item_shapes import input_text
 from voxrelay.openai_realtime.protocol import SAMPLE_RATE
@@ -148,9 +149,15 @@ class Speaker:
             self.touched = True
             self.turns.appended += len(pcm)
             self.turns.uncommitted += len(pcm)
-            await session.send_audio(
-                pcm, SAMPLE_RATE, transport="websocket", received_at=self.link.received_at
-            )
+            try:
+                await session.send_audio(
+                    pcm, SAMPLE_RATE, transport="websocket", received_at=self.link.received_at
+                )
+            except AudioTooFast:
+                # Refused before it went anywhere: not in the input buffer either.
+                self.turns.appended -= len(pcm)
+                self.turns.uncommitted -= len(pcm)
+                raise
         elif kind == "input_audio_buffer.commit":
             await self._commit(ga)
         elif kind == "session.update":

@@ -11,6 +11,7 @@ import socketio
 from engineio.payload import Payload
 from fastapi import FastAPI
 
+from voxrelay.origins import Origins
 from voxrelay.transports.socketio.namespace import (
     MAX_PACKETS_PER_POLL,
     NAMESPACE,
@@ -50,10 +51,13 @@ class _Json:
         return orjson.loads(text)
 
 
-def mount(app: FastAPI, ownership: Ownership = SINGLE) -> socketio.AsyncServer:
+def mount(
+    app: FastAPI, ownership: Ownership = SINGLE, origins: Origins | None = None
+) -> socketio.AsyncServer:
     """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
     Engine.IO session ids are owned by this worker, so that a long-polling
-    client's requests are handed here whichever worker they reach."""
+    client's requests are handed here whichever worker they reach. ``origins``:
+    the web pages that may connect (default: the server's own only)."""
     # The maintainers' advice (python-engineio#142); it is process-wide.
     Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_POLL)
     sio = socketio.AsyncServer(
@@ -66,6 +70,11 @@ def mount(app: FastAPI, ownership: Ownership = SINGLE) -> socketio.AsyncServer:
         max_http_buffer_size=4 << 20,
         namespaces=[NAMESPACE],
         json=_Json,
+        # Checked on every request, the WebSocket transport's included; a page not
+        # allowed gets 400 (polling) or a refused upgrade.
+        cors_allowed_origins=(origins or Origins.parse("")).for_engineio(),
+        # Tokens travel in ``auth`` or headers, never cookies.
+        cors_credentials=False,
     )
     if ownership.count > 1:
         sio.eio.generate_id = lambda: ownership.new_id("")
