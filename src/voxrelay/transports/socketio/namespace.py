@@ -30,10 +30,10 @@ from voxrelay.exceptions import NoActiveSession, Unauthorized, VoxrelayError
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import Store
+from voxrelay.transports.socketio.packets import NAMESPACE, event_packet
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "/realtime"
 # python-engineio drops (with a logged error, the POST still answered 200) a
 # long-polling body of more than 16 packets by default. A polling client
 # streaming 20 ms audio chunks sends 50-100 packets a second and batches all
@@ -362,10 +362,10 @@ class RealtimeNamespace:
                     elif item.type == "audio":
                         # The log's JSON, not encoded again: a Socket.IO EVENT packet
                         # written straight to the socket's Engine.IO queue.
-                        await eio.send(eio_sid, _event_packet("ai-audio", item.json, audio_rate))
+                        await eio.send(eio_sid, event_packet("ai-audio", item.json, audio_rate))
                         latency.observe(time.monotonic() - item.at)
                     elif item.type not in _NOT_FORWARDED:
-                        await eio.send(eio_sid, _event_packet(_event_name(item.type), item.json))
+                        await eio.send(eio_sid, event_packet(_event_name(item.type), item.json))
             link.ended = session
         except asyncio.CancelledError:
             raise
@@ -438,11 +438,3 @@ def _joined_json(session: LiveSession) -> dict[str, Any]:
 
 def _event_name(log_type: str) -> str:
     return _EVENT_NAMES.get(log_type) or log_type.replace("_", "-")
-
-
-def _event_packet(name: str, data: bytes, extra: bytes = b"") -> str:
-    """A Socket.IO EVENT packet of this namespace, ``[name, data]``, from the data's JSON
-    object (``extra``, when given, replaces its closing brace with more fields)."""
-    if extra:
-        data = data[:-1] + extra
-    return f'2{NAMESPACE},["{name}",{data.decode()}]'

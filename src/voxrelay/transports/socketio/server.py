@@ -11,11 +11,8 @@ import socketio
 from engineio.payload import Payload
 from fastapi import FastAPI
 
-from voxrelay.transports.socketio.namespace import (
-    MAX_PACKETS_PER_POLL,
-    NAMESPACE,
-    RealtimeNamespace,
-)
+from voxrelay.transports.socketio.namespace import MAX_PACKETS_PER_POLL, RealtimeNamespace
+from voxrelay.transports.socketio.packets import NAMESPACE
 from voxrelay.workers.ownership import SINGLE, Ownership
 
 
