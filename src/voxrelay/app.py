@@ -107,7 +107,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(http.router)
     app.include_router(openai_ws.router)
-    socketio.mount(app, ownership)
+    socketio.mount(app, settings, ownership)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

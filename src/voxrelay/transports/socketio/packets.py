@@ -1,7 +1,10 @@
 """Socket.IO packets of the ``/realtime`` namespace written by hand: events whose
-JSON is at hand already (the session log's)."""
+JSON is at hand already (the session log's), and the ``error`` events the
+transport's own guards send outside any event handler."""
 
 from __future__ import annotations
+
+import orjson
 
 NAMESPACE = "/realtime"
 
@@ -12,3 +15,8 @@ def event_packet(name: str, data: bytes, extra: bytes = b"") -> str:
     if extra:
         data = data[:-1] + extra
     return f'2{NAMESPACE},["{name}",{data.decode()}]'
+
+
+def error_packet(code: str, message: str) -> str:
+    """An ``error`` event ``{"code", "message"}`` (about no client event in particular)."""
+    return event_packet("error", orjson.dumps({"code": code, "message": message}))

@@ -11,7 +11,9 @@ import socketio
 from engineio.payload import Payload
 from fastapi import FastAPI
 
+from voxrelay.config import Settings
 from voxrelay.transports.socketio.namespace import MAX_PACKETS_PER_POLL, RealtimeNamespace
+from voxrelay.transports.socketio.outbox import bound_outboxes
 from voxrelay.transports.socketio.packets import NAMESPACE
 from voxrelay.workers.ownership import SINGLE, Ownership
 
@@ -47,7 +49,7 @@ class _Json:
         return orjson.loads(text)
 
 
-def mount(app: FastAPI, ownership: Ownership = SINGLE) -> socketio.AsyncServer:
+def mount(app: FastAPI, settings: Settings, ownership: Ownership = SINGLE) -> socketio.AsyncServer:
     """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
     Engine.IO session ids are owned by this worker, so that a long-polling
     client's requests are handed here whichever worker they reach."""
@@ -68,6 +70,7 @@ def mount(app: FastAPI, ownership: Ownership = SINGLE) -> socketio.AsyncServer:
         sio.eio.generate_id = lambda: ownership.new_id("")
     RealtimeNamespace(sio, app)
     _release_long_polls(sio)
+    bound_outboxes(sio, settings.socketio_max_queued_events)
     app.state.socketio = sio
     app.mount("/socket.io", socketio.ASGIApp(sio, socketio_path=""))
     return sio
