@@ -130,7 +130,16 @@ class RealtimeNamespace:
 
     # -- connection ------------------------------------------------------------------
 
-    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    def _from_client(self, sid: str) -> bool:
+        """Whether a ``connect``/``disconnect`` call is a client event of that name,
+        which python-socketio hands to the same handlers: a socket is never connected
+        while its own connect or disconnect is handled."""
+        connected: bool = self._sio.manager.is_connected(sid, NAMESPACE)
+        return connected
+
+    async def _connect(self, sid: str, environ: Any = None, auth: Any = None) -> Ack | None:
+        if self._from_client(sid):
+            return await self._unknown("connect", sid)
         query = parse_qs(environ.get("QUERY_STRING", ""))
         given = auth if isinstance(auth, dict) else {}
         try:
@@ -160,6 +169,7 @@ class RealtimeNamespace:
         # The namespace's CONNECT reply goes out once this handler returns;
         # ``connected`` must follow it, so it is sent from a task.
         self._spawn(self._links[sid], self._greet(sid))
+        return None
 
     async def _greet(self, sid: str) -> None:
         for _ in range(200):
@@ -176,15 +186,18 @@ class RealtimeNamespace:
         await self._emit(sid, "error", {"code": "unauthorized", "message": message})
         await self._sio.disconnect(sid, namespace=NAMESPACE)
 
-    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+    async def _disconnect(self, sid: str, reason: Any = None) -> Ack | None:
+        if self._from_client(sid):
+            return await self._unknown("disconnect", sid)
         link = self._links.pop(sid, None)
         if link is None:
-            return
+            return None
         link.closed = True
         link.watching.close()
         await self._leave(link)
         for task in list(link.tasks):
             task.cancel()
+        return None
 
     def _spawn(self, link: _Link, coroutine: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)

@@ -12,6 +12,8 @@ from engineio.payload import Payload
 from fastapi import FastAPI
 
 from voxrelay.config import Settings
+from voxrelay.transports.socketio.framing import check_websocket_frames, guard_polling
+from voxrelay.transports.socketio.inbound import guard_messages
 from voxrelay.transports.socketio.namespace import MAX_PACKETS_PER_POLL, RealtimeNamespace
 from voxrelay.transports.socketio.outbox import bound_outboxes
 from voxrelay.transports.socketio.packets import NAMESPACE
@@ -53,6 +55,8 @@ def mount(app: FastAPI, settings: Settings, ownership: Ownership = SINGLE) -> so
     """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
     Engine.IO session ids are owned by this worker, so that a long-polling
     client's requests are handed here whichever worker they reach."""
+    # Audio chunks travel in JSON as base64; leave room for a few seconds.
+    max_payload = 4 << 20
     # The maintainers' advice (python-engineio#142); it is process-wide.
     Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_POLL)
     sio = socketio.AsyncServer(
@@ -61,8 +65,9 @@ def mount(app: FastAPI, settings: Settings, ownership: Ownership = SINGLE) -> so
         # (audio chunks must not overtake each other), and a busy socket reads
         # no further until the session has taken its request.
         async_handlers=False,
-        # Audio chunks travel in JSON as base64; leave room for a few seconds.
-        max_http_buffer_size=4 << 20,
+        # Checked before python-engineio sees a packet (``framing``); its own check
+        # stays behind that.
+        max_http_buffer_size=max_payload,
         namespaces=[NAMESPACE],
         json=_Json,
     )
@@ -70,7 +75,11 @@ def mount(app: FastAPI, settings: Settings, ownership: Ownership = SINGLE) -> so
         sio.eio.generate_id = lambda: ownership.new_id("")
     RealtimeNamespace(sio, app)
     _release_long_polls(sio)
+    guard_messages(sio, max_payload)
+    check_websocket_frames(sio, max_payload)
     bound_outboxes(sio, settings.socketio_max_queued_events)
     app.state.socketio = sio
-    app.mount("/socket.io", socketio.ASGIApp(sio, socketio_path=""))
+    app.mount(
+        "/socket.io", guard_polling(socketio.ASGIApp(sio, socketio_path=""), sio, max_payload)
+    )
     return sio
