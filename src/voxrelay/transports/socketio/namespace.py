@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # long-polling body of more than 16 packets by default. A polling client
 # streaming 20 ms audio chunks sends 50-100 packets a second and batches all
 # that waited behind the previous POST: on a slow link that is far more than 16.
-# The body size stays bounded by ``max_http_buffer_size``.
+# The body size stays bounded by ``socketio_max_payload_bytes``.
 MAX_PACKETS_PER_POLL = 1024
 
 # Log event type -> Socket.IO event name. Types not listed travel kebab-cased.

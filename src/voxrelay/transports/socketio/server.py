@@ -55,8 +55,7 @@ def mount(app: FastAPI, settings: Settings, ownership: Ownership = SINGLE) -> so
     """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
     Engine.IO session ids are owned by this worker, so that a long-polling
     client's requests are handed here whichever worker they reach."""
-    # Audio chunks travel in JSON as base64; leave room for a few seconds.
-    max_payload = 4 << 20
+    max_payload = settings.socketio_max_payload_bytes
     # The maintainers' advice (python-engineio#142); it is process-wide.
     Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_POLL)
     sio = socketio.AsyncServer(
