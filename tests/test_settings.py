@@ -54,6 +54,28 @@ def test_pool_settings_from_the_environment() -> None:
         Settings(database_max_overflow=-1)
 
 
+def test_socketio_limits_from_the_environment() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.socketio_max_queued_events, defaults.socketio_max_payload_bytes) == (
+        1000,
+        4 << 20,
+    )
+    settings = Settings.from_env(
+        {
+            "VOXRELAY_SOCKETIO_MAX_QUEUED_EVENTS": "200",
+            "VOXRELAY_SOCKETIO_MAX_PAYLOAD_BYTES": "65536",
+        }
+    )
+    assert (settings.socketio_max_queued_events, settings.socketio_max_payload_bytes) == (
+        200,
+        65536,
+    )
+    with pytest.raises(ValueError, match="socketio_max_queued_events must be 1 or more"):
+        Settings(socketio_max_queued_events=0)
+    with pytest.raises(ValueError, match="socketio_max_payload_bytes must be 1 or more"):
+        Settings(socketio_max_payload_bytes=0)
+
+
 def _serve_settings(*flags: str) -> Settings:
     return cli._settings(cli._parser().parse_args(["serve", *flags]))
 

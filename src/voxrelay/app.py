@@ -117,7 +117,7 @@ def create_app(
     app.add_middleware(JsonErrorBodies)
     app.include_router(http.router)
     app.include_router(openai_ws.router)
-    socketio.mount(app, ownership, origins)
+    socketio.mount(app, settings, ownership, origins)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

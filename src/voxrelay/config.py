@@ -89,6 +89,11 @@ class Settings:
     revocation_check_seconds: float = 2.0
     # The replay buffer keeps at least ``grace_seconds`` of events, within this bound.
     replay_max_bytes: int = 16 << 20
+    # Socket.IO packets that may wait for one socket that does not read them (an
+    # answer's audio is one per ~100 ms, each word one more); past this it is dropped.
+    socketio_max_queued_events: int = 1000
+    # Largest Socket.IO packet (with its binary attachments) or long-polling body.
+    socketio_max_payload_bytes: int = 4 << 20
     openai_api_key: str | None = field(default=None, repr=False)
     openai_url: str = "wss://api.openai.com/v1/realtime"
     openai_model: str = "gpt-realtime"
@@ -120,6 +125,10 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more")
+        if self.socketio_max_queued_events < 1:
+            raise ValueError("socketio_max_queued_events must be 1 or more")
+        if self.socketio_max_payload_bytes < 1:
+            raise ValueError("socketio_max_payload_bytes must be 1 or more")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"unknown log format {self.log_format!r}; choose one of {LOG_FORMATS}")
 

@@ -45,6 +45,11 @@ UPSTREAM_FAILURES = Counter(
     "Upstream links that failed to open (stage=open) or dropped during a session (stage=live)",
     ["provider", "stage"],
 )
+SLOW_CLIENT_DROPS = Counter(
+    "voxrelay_slow_client_drops_total",
+    "Connections dropped because the client stopped reading what was sent to it",
+    ["transport"],
+)
 REPLAYED_EVENTS = Counter(
     "voxrelay_replayed_events_total", "Events sent again to a reconnecting listener"
 )
@@ -72,6 +77,7 @@ DOWNSTREAM_LATENCY = {
 }
 for _transport in ("sse", "upload", "socketio", "websocket"):
     ACTIVE_STREAMS.labels(transport=_transport)
+SLOW_CLIENT_DROPS.labels(transport="socketio")
 
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -2,6 +2,10 @@
 
 - ``namespace``: client events to session requests, the session's log to events.
 - ``server``: python-socketio set up and mounted on the app.
+- ``outbox``: a bound on the packets waiting for one socket (slow clients dropped).
+- ``inbound``, ``framing``: client packets and frames checked before python-socketio
+  and python-engineio parse them (garbled, incomplete, too large).
+- ``packets``: Socket.IO packets written by hand.
 """
 
 from voxrelay.transports.socketio.server import mount

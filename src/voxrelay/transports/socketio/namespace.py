@@ -30,15 +30,15 @@ from voxrelay.exceptions import NoActiveSession, Unauthorized, VoxrelayError
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import Store
+from voxrelay.transports.socketio.packets import NAMESPACE, event_packet
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "/realtime"
 # python-engineio drops (with a logged error, the POST still answered 200) a
 # long-polling body of more than 16 packets by default. A polling client
 # streaming 20 ms audio chunks sends 50-100 packets a second and batches all
 # that waited behind the previous POST: on a slow link that is far more than 16.
-# The body size stays bounded by ``max_http_buffer_size``.
+# The body size stays bounded by ``socketio_max_payload_bytes``.
 MAX_PACKETS_PER_POLL = 1024
 
 # Log event type -> Socket.IO event name. Types not listed travel kebab-cased.
@@ -130,7 +130,16 @@ class RealtimeNamespace:
 
     # -- connection ------------------------------------------------------------------
 
-    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    def _from_client(self, sid: str) -> bool:
+        """Whether a ``connect``/``disconnect`` call is a client event of that name,
+        which python-socketio hands to the same handlers: a socket is never connected
+        while its own connect or disconnect is handled."""
+        connected: bool = self._sio.manager.is_connected(sid, NAMESPACE)
+        return connected
+
+    async def _connect(self, sid: str, environ: Any = None, auth: Any = None) -> Ack | None:
+        if self._from_client(sid):
+            return await self._unknown("connect", sid)
         query = parse_qs(environ.get("QUERY_STRING", ""))
         given = auth if isinstance(auth, dict) else {}
         try:
@@ -160,6 +169,7 @@ class RealtimeNamespace:
         # The namespace's CONNECT reply goes out once this handler returns;
         # ``connected`` must follow it, so it is sent from a task.
         self._spawn(self._links[sid], self._greet(sid))
+        return None
 
     async def _greet(self, sid: str) -> None:
         for _ in range(200):
@@ -176,15 +186,18 @@ class RealtimeNamespace:
         await self._emit(sid, "error", {"code": "unauthorized", "message": message})
         await self._sio.disconnect(sid, namespace=NAMESPACE)
 
-    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+    async def _disconnect(self, sid: str, reason: Any = None) -> Ack | None:
+        if self._from_client(sid):
+            return await self._unknown("disconnect", sid)
         link = self._links.pop(sid, None)
         if link is None:
-            return
+            return None
         link.closed = True
         link.watching.close()
         await self._leave(link)
         for task in list(link.tasks):
             task.cancel()
+        return None
 
     def _spawn(self, link: _Link, coroutine: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
@@ -362,10 +375,10 @@ class RealtimeNamespace:
                     elif item.type == "audio":
                         # The log's JSON, not encoded again: a Socket.IO EVENT packet
                         # written straight to the socket's Engine.IO queue.
-                        await eio.send(eio_sid, _event_packet("ai-audio", item.json, audio_rate))
+                        await eio.send(eio_sid, event_packet("ai-audio", item.json, audio_rate))
                         latency.observe(time.monotonic() - item.at)
                     elif item.type not in _NOT_FORWARDED:
-                        await eio.send(eio_sid, _event_packet(_event_name(item.type), item.json))
+                        await eio.send(eio_sid, event_packet(_event_name(item.type), item.json))
             link.ended = session
         except asyncio.CancelledError:
             raise
@@ -438,11 +451,3 @@ def _joined_json(session: LiveSession) -> dict[str, Any]:
 
 def _event_name(log_type: str) -> str:
     return _EVENT_NAMES.get(log_type) or log_type.replace("_", "-")
-
-
-def _event_packet(name: str, data: bytes, extra: bytes = b"") -> str:
-    """A Socket.IO EVENT packet of this namespace, ``[name, data]``, from the data's JSON
-    object (``extra``, when given, replaces its closing brace with more fields)."""
-    if extra:
-        data = data[:-1] + extra
-    return f'2{NAMESPACE},["{name}",{data.decode()}]'

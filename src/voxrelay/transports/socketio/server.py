@@ -11,12 +11,13 @@ import socketio
 from engineio.payload import Payload
 from fastapi import FastAPI
 
+from voxrelay.config import Settings
 from voxrelay.origins import Origins
-from voxrelay.transports.socketio.namespace import (
-    MAX_PACKETS_PER_POLL,
-    NAMESPACE,
-    RealtimeNamespace,
-)
+from voxrelay.transports.socketio.framing import check_websocket_frames, guard_polling
+from voxrelay.transports.socketio.inbound import guard_messages
+from voxrelay.transports.socketio.namespace import MAX_PACKETS_PER_POLL, RealtimeNamespace
+from voxrelay.transports.socketio.outbox import bound_outboxes
+from voxrelay.transports.socketio.packets import NAMESPACE
 from voxrelay.workers.ownership import SINGLE, Ownership
 
 
@@ -52,12 +53,16 @@ class _Json:
 
 
 def mount(
-    app: FastAPI, ownership: Ownership = SINGLE, origins: Origins | None = None
+    app: FastAPI,
+    settings: Settings,
+    ownership: Ownership = SINGLE,
+    origins: Origins | None = None,
 ) -> socketio.AsyncServer:
     """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
     Engine.IO session ids are owned by this worker, so that a long-polling
     client's requests are handed here whichever worker they reach. ``origins``:
     the web pages that may connect (default: the server's own only)."""
+    max_payload = settings.socketio_max_payload_bytes
     # The maintainers' advice (python-engineio#142); it is process-wide.
     Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_POLL)
     sio = socketio.AsyncServer(
@@ -66,8 +71,9 @@ def mount(
         # (audio chunks must not overtake each other), and a busy socket reads
         # no further until the session has taken its request.
         async_handlers=False,
-        # Audio chunks travel in JSON as base64; leave room for a few seconds.
-        max_http_buffer_size=4 << 20,
+        # Checked before python-engineio sees a packet (``framing``); its own check
+        # stays behind that.
+        max_http_buffer_size=max_payload,
         namespaces=[NAMESPACE],
         json=_Json,
         # Checked on every request, the WebSocket transport's included; a page not
@@ -80,6 +86,11 @@ def mount(
         sio.eio.generate_id = lambda: ownership.new_id("")
     RealtimeNamespace(sio, app)
     _release_long_polls(sio)
+    guard_messages(sio, max_payload)
+    check_websocket_frames(sio, max_payload)
+    bound_outboxes(sio, settings.socketio_max_queued_events)
     app.state.socketio = sio
-    app.mount("/socket.io", socketio.ASGIApp(sio, socketio_path=""))
+    app.mount(
+        "/socket.io", guard_polling(socketio.ASGIApp(sio, socketio_path=""), sio, max_payload)
+    )
     return sio
