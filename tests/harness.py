@@ -57,9 +57,19 @@ class RunningServer:
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
 
     async def token(self, device: str = "watch", user: str | None = "alice") -> str:
+        """A device token: of ``user``, or (``None``) of a user of its own."""
         store = await Store.open(self.settings.database_url)
         try:
             _, token = await store.create_token(device, user)
+        finally:
+            await store.close()
+        return token
+
+    async def service_token(self, name: str = "backend") -> str:
+        """A service token: it acts for the ``userId`` each request names."""
+        store = await Store.open(self.settings.database_url)
+        try:
+            _, token = await store.create_token(name, kind="service")
         finally:
             await store.close()
         return token

@@ -16,6 +16,7 @@ import pytest
 import services
 from harness import EventReader
 
+from voxrelay import cli
 from voxrelay.client import VoxrelayClient
 
 VOXRELAY = str(Path(sys.executable).with_name("voxrelay"))
@@ -43,15 +44,82 @@ def test_token_create_list_revoke(env: dict[str, str]) -> None:
     assert token.startswith("vxr_") and len(token) > 40
     listed = _run("token", "list", env=env)
     assert listed.returncode == 0
-    assert "kitchen-watch" in listed.stdout and "alice" in listed.stdout
-    assert "active" in listed.stdout
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["KIND", "USER", "NAME", "CREATED", "REVOKED"]
+    assert row.split()[:3] == ["device", "alice", "kitchen-watch"]
+    assert row.split()[4] == "-"
     assert token not in listed.stdout
     revoked = _run("token", "revoke", "kitchen-watch", env=env)
     assert revoked.returncode == 0
-    assert "revoked" in _run("token", "list", env=env).stdout
+    assert _run("token", "list", env=env).stdout.splitlines()[1].split()[4] != "-"
     again = _run("token", "revoke", "kitchen-watch", env=env)
     assert again.returncode == 1
     assert "no active token" in again.stderr
+
+
+class _Cli:
+    """``voxrelay`` run in this process (the same ``main`` as the command, without the
+    seconds a new interpreter takes to start)."""
+
+    def __init__(self, env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+        self._env, self._capsys = env, capsys
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("VOXRELAY_DATABASE_URL", self._env["VOXRELAY_DATABASE_URL"])
+            code = cli.main(args)
+        out, err = self._capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    def revoked(self) -> dict[str, bool]:
+        """``token list``: whether each user's token is revoked."""
+        rows = self("token", "list").stdout.splitlines()[1:]
+        return {row.split()[1]: row.split()[4] != "-" for row in rows}
+
+
+def test_token_kinds_list_filter_and_revoke_by_user(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _Cli(env, capsys)
+    for user in ("alice", "bob"):
+        assert run("token", "create", "--device", "my-watch", "--user", user).returncode == 0
+    own = run("token", "create", "--device", "my-watch")
+    own_user = own.stdout.splitlines()[1].split()[1]
+    assert own_user.startswith("device:tok_")
+    service = run("token", "create", "--service", "backend")
+    assert service.returncode == 0 and service.stdout.splitlines()[0] == "service: backend"
+    mixed = run("token", "create", "--service", "backend", "--user", "alice")
+    assert mixed.returncode == 2 and "--user is for devices" in mixed.stderr
+    reserved = run("token", "create", "--device", "x", "--user", own_user)
+    assert reserved.returncode == 2 and "devices' own" in reserved.stderr
+
+    listed = run("token", "list").stdout.splitlines()
+    assert [line.split()[:3] for line in listed[1:]] == [
+        ["device", "alice", "my-watch"],
+        ["device", "bob", "my-watch"],
+        ["device", own_user, "my-watch"],
+        ["service", "-", "backend"],
+    ]
+    # Aligned: every column starts where its header does.
+    starts = [listed[0].index(name) for name in ("USER", "NAME", "CREATED", "REVOKED")]
+    for line in listed[1:]:
+        assert all(line[start - 2 : start] == "  " and line[start] != " " for start in starts)
+    only_bob = run("token", "list", "--user", "bob").stdout.splitlines()
+    assert [line.split()[1] for line in only_bob[1:]] == ["bob"]
+
+    ambiguous = run("token", "revoke", "my-watch")
+    assert ambiguous.returncode == 2
+    [message] = ambiguous.stderr.splitlines()
+    for match in ("user alice device my-watch", "user bob device my-watch", own_user):
+        assert match in message
+    assert "nothing revoked" in message and "--user" in message
+    assert run.revoked() == {"alice": False, "bob": False, own_user: False, "-": False}
+
+    assert run("token", "revoke", "my-watch", "--user", "bob").returncode == 0
+    assert run.revoked() == {"alice": False, "bob": True, own_user: False, "-": False}
+    assert run("token", "revoke", "--service", "backend").returncode == 0
+    assert run("token", "revoke", "--service", "backend").returncode == 1
+    assert run("token", "revoke", "backend", "--service", "backend").returncode == 2
 
 
 def test_serve_refuses_a_cloud_provider_without_its_key(env: dict[str, str]) -> None:

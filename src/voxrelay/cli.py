@@ -90,20 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     talk_module.add_arguments(talk)
     talk.set_defaults(run=_talk)
 
-    token = commands.add_parser("token", help="manage device tokens")
+    token = commands.add_parser(
+        "token",
+        help="manage tokens: a device's (sees its own user only) or a service's",
+        description=_TOKEN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     token.add_argument("--database-url", default=None, help="(env VOXRELAY_DATABASE_URL)")
     actions = token.add_subparsers(dest="action", required=True)
-    create = actions.add_parser(
-        "create", help="create a token; it is printed once, on the last line"
-    )
-    create.add_argument("--device", required=True, help="a name for the device")
-    create.add_argument("--user", default=None, help="the user whose conversations it sees")
-    create.set_defaults(run=_token_create)
-    listing = actions.add_parser("list", help="list tokens (never the tokens themselves)")
-    listing.set_defaults(run=_token_list)
-    revoke = actions.add_parser("revoke", help="revoke every token of a device")
-    revoke.add_argument("device")
-    revoke.set_defaults(run=_token_revoke)
+    from voxrelay import token_cli
+
+    token_cli.add_actions(actions)
+    token.set_defaults(run=_token)
 
     db = commands.add_parser("db", help="the database schema: migrate it, show its revision")
     db.add_argument("--database-url", default=None, help=_DATABASE_URL_HELP)
@@ -120,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         step.set_defaults(run=run)
     return parser
 
+
+_TOKEN_HELP = """\
+A device token (--device NAME) sees the conversations of its one user: the one
+given with --user, else a user of its own (device:<token id>) that no other
+token sees. It may never name another user's userId on a request. A service
+token (--service NAME), for an application backend that acts for many users,
+names the userId of every request instead."""
 
 _DATABASE_URL_HELP = f"(env VOXRELAY_DATABASE_URL; default {Settings.database_url!r})"
 
@@ -189,51 +194,16 @@ def _talk(args: argparse.Namespace) -> int:
     return talk.run(talk.options_from(args))
 
 
-def _token_create(args: argparse.Namespace) -> int:
-    async def go() -> str:
-        store = await _with_store(args)
-        try:
-            record, token = await store.create_token(args.device, args.user)
-        finally:
-            await store.close()
-        user = record.user_id or f"device:{record.device} (or the userId a request names)"
-        print(f"device: {record.device}\nuser: {user}\ntoken (shown once):")
-        return token
-
-    print(_run(go()))
-    return 0
-
-
-def _token_list(args: argparse.Namespace) -> int:
-    async def go() -> None:
-        store = await _with_store(args)
-        try:
-            tokens = await store.list_tokens()
-        finally:
-            await store.close()
-        print(f"{'DEVICE':24} {'USER':24} {'CREATED':27} STATUS")
-        for t in tokens:
-            status = "revoked" if t.revoked_at else "active"
-            print(f"{t.device:24} {t.user_id or '-':24} {t.created_at.isoformat():27} {status}")
-
-    _run(go())
-    return 0
-
-
-def _token_revoke(args: argparse.Namespace) -> int:
+def _token(args: argparse.Namespace) -> int:
     async def go() -> int:
         store = await _with_store(args)
         try:
-            return await store.revoke_token(args.device)
+            result: int = await args.token_action(store, args)
         finally:
             await store.close()
+        return result
 
-    count = _run(go())
-    if count == 0:
-        print(f"no active token for device {args.device!r}", file=sys.stderr)
-        return 1
-    print(f"revoked {count} token(s) of device {args.device!r}")
-    return 0
+    return _run(go())
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ class ApiError(Exception):
 
 _STATUS: dict[type[exceptions.VoxrelayError], int] = {
     exceptions.Unauthorized: 401,
+    exceptions.Forbidden: 403,
     exceptions.InvalidRequest: 400,
     exceptions.TooLarge: 413,
     exceptions.TooManySessions: 429,

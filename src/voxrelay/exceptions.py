@@ -26,6 +26,12 @@ class Unauthorized(VoxrelayError):
     code = "unauthorized"
 
 
+class Forbidden(VoxrelayError):
+    """The token is good, but may not ask this (a device naming another user)."""
+
+    code = "forbidden"
+
+
 class InvalidRequest(VoxrelayError):
     """The request names something in a form the server does not take."""
 
@@ -121,6 +127,7 @@ BY_NAME: dict[str, type[VoxrelayError]] = {
     for kind in (
         VoxrelayError,
         Unauthorized,
+        Forbidden,
         InvalidRequest,
         TooLarge,
         TooManySessions,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from harness import RunningServer
@@ -118,15 +120,91 @@ async def test_another_users_conversation_looks_unknown(server: RunningServer) -
         assert len((await alice.conversation(conversation_id))["messages"]) == 2
 
 
-async def test_token_without_user_acts_for_the_named_user(server: RunningServer) -> None:
-    async with VoxrelayClient(server.url, await server.token("backend", None)) as service:
+def _forbidden(response: httpx.Response) -> None:
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+def _naming(user: str, cid: str, sid: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every route that takes ``userId``, naming ``user`` about conversation ``cid``."""
+    query = {"params": {"userId": user}}
+    about = {"params": {"userId": user, "conversationId": cid}}
+    pcm = {"content": b"\0\0", "headers": {"Content-Type": "audio/pcm"}}
+    return [
+        ("GET", "/conversations", query),
+        ("GET", f"/conversations/{cid}", query),
+        ("DELETE", f"/conversations/{cid}", query),
+        ("POST", "/realtime/session", {"json": {"userId": user}}),
+        ("POST", "/realtime/session", {"json": {"userId": user, "conversationId": cid}}),
+        ("GET", f"/realtime/session/{sid}", query),
+        ("GET", "/realtime/stream", about),
+        ("POST", "/realtime/upload", {**about, **pcm}),
+        ("POST", "/realtime/commit", about),
+        ("POST", "/realtime/interrupt", about),
+        ("POST", "/realtime/text", {"json": {"userId": user, "conversationId": cid, "text": "x"}}),
+        ("POST", "/realtime/end", {"json": {"userId": user, "conversationId": cid}}),
+    ]
+
+
+async def test_a_device_token_never_acts_for_another_user(server: RunningServer) -> None:
+    async with (
+        VoxrelayClient(server.url, await server.token("alice-watch", "alice")) as alice,
+        VoxrelayClient(server.url, await server.token("my-watch", None)) as own,
+        VoxrelayClient(server.url, await server.token("bob-phone", "bob")) as bob,
+    ):
+        session = await alice.create_session()
+        cid = session["conversationId"]
+        await alice.text(cid, "private")
+        for device in (own, bob):
+            for method, path, request in _naming("alice", cid, session["id"]):
+                _forbidden(await device.http.request(method, path, **request))
+        # Without userId, its own user: none of alice's conversations.
+        assert await own.conversations() == []
+        assert (await own.http.get(f"/conversations/{cid}")).status_code == 404
+        # Naming its own user is no more than not naming one.
+        assert (await bob.http.get("/conversations", params={"userId": "bob"})).status_code == 200
+        # Nothing of alice's was touched.
+        state = await alice.http.get(f"/realtime/session/{session['id']}")
+        assert state.json()["session"]["status"] == "active"
+        assert len((await alice.conversation(cid))["messages"]) == 2
+
+
+async def test_two_device_tokens_without_user_are_two_users(server: RunningServer) -> None:
+    async with (
+        VoxrelayClient(server.url, await server.token("my-watch", None)) as first,
+        VoxrelayClient(server.url, await server.token("my-watch", None)) as second,
+    ):
+        session = await first.create_session()
+        assert [c["id"] for c in await first.conversations()] == [session["conversationId"]]
+        assert await second.conversations() == []
+
+
+async def test_a_service_token_acts_for_the_user_it_names(server: RunningServer) -> None:
+    async with (
+        VoxrelayClient(server.url, await server.service_token()) as service,
+        VoxrelayClient(server.url, await server.token("alice-watch", "alice")) as alice,
+    ):
+        mine = await alice.create_session()
+        await alice.text(mine["conversationId"], "hello")
         session = await service.create_session(userId="carol")
-        mine = await service.conversations()
-        assert mine == []  # its own user is device:backend
         carols = await service.http.get("/conversations", params={"userId": "carol"})
         assert [c["id"] for c in carols.json()["conversations"]] == [session["conversationId"]]
+        alices = await service.http.get(
+            f"/conversations/{mine['conversationId']}", params={"userId": "alice"}
+        )
+        messages = alices.json()["conversation"]["messages"]
+        assert [m["text"] for m in messages][:1] == ["hello"]
+        # Under another user's name, alice's conversation is unknown.
+        other = await service.http.get(
+            f"/conversations/{mine['conversationId']}", params={"userId": "carol"}
+        )
+        assert other.status_code == 404
+        # It must name someone, and never a device's own user.
+        for method, path, request in _naming("", mine["conversationId"], mine["id"]):
+            unnamed = await service.http.request(method, path, **request)
+            assert unnamed.status_code == 400, (path, unnamed.text)
+            assert unnamed.json()["error"]["code"] == "invalid_request"
+        own_user = "device:tok_000000000000000000000000"
+        _forbidden(await service.http.get("/conversations", params={"userId": own_user}))
     async with VoxrelayClient(server.url, await server.token("carol-watch", "carol")) as carol:
         assert [c["id"] for c in await carol.conversations()] == [session["conversationId"]]
-    async with VoxrelayClient(server.url, await server.token("dave-watch", "dave")) as dave:
-        ignored = await dave.create_session(userId="carol")  # a bound token ignores userId
-        assert [c["id"] for c in await dave.conversations()] == [ignored["conversationId"]]

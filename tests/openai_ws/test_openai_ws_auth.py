@@ -119,3 +119,44 @@ async def test_another_users_conversation_closes_4404(server: RunningServer) -> 
     async with connect(server, alice, conversationId=cid) as conversation:
         await conversation.until("conversation.created")
         assert conversation_id(conversation) == cid
+
+
+async def test_a_device_token_never_opens_another_users_conversation(
+    server: RunningServer,
+) -> None:
+    async with VoxrelayClient(server.url, await server.token("alice-phone", "alice")) as alice:
+        session = await alice.create_session()
+    cid = session["conversationId"]
+    client = AsyncOpenAI(
+        api_key=await server.token("my-watch", None), websocket_base_url=ws_base(server)
+    )
+    named = {"userId": "alice", "conversationId": cid}
+    async with client.realtime.connect(model="gpt-realtime", extra_query=named) as conn:
+        error = await conn.recv()
+        assert error.type == "error" and error.error.code == "forbidden"
+        with pytest.raises(ConnectionClosed) as closed:
+            await conn.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    # Without userId it is its own user, to whom alice's conversation is unknown.
+    unnamed = {"conversationId": cid}
+    async with client.realtime.connect(model="gpt-realtime", extra_query=unnamed) as conn:
+        error = await conn.recv()
+        assert error.type == "error" and error.error.code == "not_found"
+
+
+async def test_a_service_token_opens_the_conversation_of_the_user_it_names(
+    server: RunningServer,
+) -> None:
+    async with VoxrelayClient(server.url, await server.token("alice-phone", "alice")) as alice:
+        session = await alice.create_session()
+        await alice.end(session["conversationId"])
+    cid = session["conversationId"]
+    service = await server.service_token()
+    async with connect(server, service, userId="alice", conversationId=cid) as conversation:
+        await conversation.until("conversation.created")
+        assert conversation_id(conversation) == cid
+    headers = {"Authorization": f"Bearer {service}"}
+    async with ws_connect(_url(server, conversationId=cid), additional_headers=headers) as ws:
+        error, code = await _refused(ws)
+    assert code == 4400
+    assert error["error"]["code"] == "invalid_request"

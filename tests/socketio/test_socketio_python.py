@@ -302,13 +302,50 @@ async def test_end_session_keeps_messages(
     await sock.wait_for("response-done", since=mark)
 
 
+async def test_a_device_token_never_joins_another_users_session(
+    server: RunningServer, client: VoxrelayClient, socks: Callable[[str], Sock]
+) -> None:
+    alices = await client.create_session()
+    own = await server.token("my-watch", None)
+    refused = socks("websocket")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await refused.connect(server.url, None, auth={"token": own, "userId": "alice"})
+    assert refused.refusal["data"]["code"] == "forbidden"
+
+    sock = await socks("websocket").connect(server.url, own)
+    named = await sock.call("join-session", {"sessionId": alices["id"], "userId": "alice"})
+    assert named["error"]["code"] == "forbidden"
+    unnamed = await sock.call("join-session", {"sessionId": alices["id"]})
+    assert unnamed["error"]["code"] == "not_found"
+    assert sock.of("session-joined") == []
+
+
+async def test_a_service_token_joins_the_session_of_the_user_it_names(
+    server: RunningServer, client: VoxrelayClient, socks: Callable[[str], Sock]
+) -> None:
+    alices = await client.create_session()
+    service = await server.service_token()
+    at_connect = await socks("websocket").connect(
+        server.url, None, auth={"token": service, "userId": "alice"}
+    )
+    assert (await at_connect.join(alices["id"]))["conversationId"] == alices["conversationId"]
+
+    sock = await socks("websocket").connect(server.url, service)
+    unnamed = await sock.call("join-session", {"sessionId": alices["id"]})
+    assert unnamed["error"]["code"] == "invalid_request"
+    other = await sock.call("join-session", {"sessionId": alices["id"], "userId": "bob"})
+    assert other["error"]["code"] == "not_found"
+    joined = await sock.call("join-session", {"sessionId": alices["id"], "userId": "alice"})
+    assert joined["ok"] is True
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 
 async def test_bad_requests_answer_error_and_the_socket_stays_usable(
     server: RunningServer, client: VoxrelayClient, socks: Callable[[str], Sock], transport: str
 ) -> None:
-    own = await client.create_session(userId="bob")  # a token bound to alice stays alice's
+    own = await client.create_session()
     async with VoxrelayClient(server.url, await server.token("bobs-phone", "bob")) as bobs:
         bobs_session = await bobs.create_session()
     sock = await socks(transport).connect(server.url, await server.token("watch", "alice"))
@@ -320,6 +357,8 @@ async def test_bad_requests_answer_error_and_the_socket_stays_usable(
         ("text-message", {"text": "hi"}, "not_joined"),
         ("join-session", {"sessionId": "sess_does_not_exist"}, "not_found"),
         ("join-session", {"sessionId": bobs_session["id"]}, "not_found"),
+        ("join-session", {"sessionId": bobs_session["id"], "userId": "bob"}, "forbidden"),
+        ("join-session", {"sessionId": own["id"], "userId": 7}, "invalid_request"),
         ("join-session", {}, "invalid_request"),
         ("join-session", "sess_x", "invalid_request"),
         ("join-session", None, "invalid_request"),

@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from voxrelay.store import Store, alembic_config, make_engine
+from voxrelay.store.engine import head_revision
 from voxrelay.store.models import Base
 
 VERSION_QUERY = "SELECT version_num FROM alembic_version"
@@ -30,11 +31,11 @@ async def _table_names(store: Store) -> set[str]:
 
 
 async def test_open_creates_schema_at_head(store: Store) -> None:
-    assert _head() == "0001"
+    assert _head() == head_revision() == "0002"
     assert await _table_names(store) >= TABLES
     async with store.engine.connect() as conn:
         versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-    assert [v[0] for v in versions] == ["0001"]
+    assert [v[0] for v in versions] == [head_revision()]
 
 
 async def test_migrations_are_idempotent_on_reopen(database_url: str) -> None:
@@ -53,7 +54,7 @@ async def test_migrations_are_idempotent_on_reopen(database_url: str) -> None:
             assert await again.authenticate(token) is not None
             async with again.engine.connect() as conn:
                 versions = (await conn.execute(text(VERSION_QUERY))).all()
-            assert [v[0] for v in versions] == ["0001"]
+            assert [v[0] for v in versions] == [head_revision()]
         finally:
             await again.close()
 
@@ -66,7 +67,7 @@ async def test_concurrent_opens_of_a_fresh_database(database_url: str) -> None:
             assert await stores[0].get_conversation(conv.id) == conv
         async with stores[0].engine.connect() as conn:
             versions = (await conn.execute(text(VERSION_QUERY))).all()
-        assert [v[0] for v in versions] == ["0001"]
+        assert [v[0] for v in versions] == [head_revision()]
     finally:
         for store in stores:
             await store.close()

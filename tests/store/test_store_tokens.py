@@ -1,4 +1,5 @@
-"""Device tokens: create, authenticate, revoke, list; only a hash is stored."""
+"""Tokens of devices and of services: create, authenticate, revoke, list; only a hash
+is stored."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import hashlib
 import re
 from datetime import UTC
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
-from voxrelay.store import DeviceToken, Store
+from voxrelay.store import AmbiguousToken, DeviceToken, Store
 
 
 async def test_create_and_authenticate(store: Store) -> None:
@@ -16,7 +19,8 @@ async def test_create_and_authenticate(store: Store) -> None:
 
     assert re.fullmatch(r"vxr_[A-Za-z0-9_-]{43}", token)
     assert re.fullmatch(r"tok_[0-9a-f]{24}", record.id)
-    assert record.device == "kitchen-watch"
+    assert record.name == "kitchen-watch"
+    assert record.kind == "device"
     assert record.user_id == "user-1"
     assert record.revoked_at is None and record.active
     assert record.created_at.tzinfo is not None
@@ -25,12 +29,41 @@ async def test_create_and_authenticate(store: Store) -> None:
     assert await store.authenticate(token) == record
 
 
-async def test_token_without_user(store: Store) -> None:
+async def test_a_device_token_without_user_has_a_user_of_its_own(store: Store) -> None:
     record, token = await store.create_token("shared-tablet", None)
     authed = await store.authenticate(token)
-    assert authed is not None
-    assert authed.user_id is None
     assert authed == record
+    assert record.kind == "device"
+    assert record.user_id == f"device:{record.id}"
+    # Another token of a device by the same name is another user.
+    other, _ = await store.create_token("shared-tablet", None)
+    assert other.user_id == f"device:{other.id}" != record.user_id
+
+
+async def test_service_tokens(store: Store) -> None:
+    record, token = await store.create_token("backend", kind="service")
+    assert (record.kind, record.name, record.user_id) == ("service", "backend", None)
+    assert await store.authenticate(token) == record
+    with pytest.raises(ValueError, match="service token has no user"):
+        await store.create_token("backend", "alice", kind="service")
+
+
+@pytest.mark.parametrize("user", ["device:tok_0123", "", " alice", "a" * 129, "line\nbreak"])
+async def test_a_named_user_is_never_a_devices_own(store: Store, user: str) -> None:
+    with pytest.raises(ValueError):
+        await store.create_token("watch", user)
+    assert await store.list_tokens() == []
+
+
+async def test_the_schema_keeps_kinds_and_users_consistent(store: Store) -> None:
+    insert = text(
+        "INSERT INTO device_tokens (id, device, kind, user_id, token_hash, created_at)"
+        " VALUES (:id, 'x', :kind, :user, :id, '2025-01-01 00:00:00')"
+    )
+    for kind, user in [("device", None), ("service", "alice"), ("robot", "alice")]:
+        with pytest.raises(IntegrityError):
+            async with store.engine.begin() as conn:
+                await conn.execute(insert, {"id": f"tok_{kind}", "kind": kind, "user": user})
 
 
 async def test_unknown_tokens_do_not_authenticate(store: Store) -> None:
@@ -82,6 +115,41 @@ async def test_revoke_every_active_token_of_a_device(store: Store) -> None:
     assert await store.authenticate(phone_a) is None
 
 
+async def test_revoking_a_name_several_users_use_revokes_nothing(store: Store) -> None:
+    alices, alice = await store.create_token("my-watch", "alice")
+    bobs, bob = await store.create_token("my-watch", "bob")
+    owns, own = await store.create_token("my-watch", None)
+
+    with pytest.raises(AmbiguousToken) as ambiguous:
+        await store.revoke_token("my-watch")
+    assert {t.id for t in ambiguous.value.matches} == {alices.id, bobs.id, owns.id}
+    assert "user alice" in str(ambiguous.value) and "user bob" in str(ambiguous.value)
+    for token in (alice, bob, own):
+        assert await store.authenticate(token) is not None
+
+    assert await store.revoke_token("my-watch", user_id="alice") == 1
+    assert await store.authenticate(alice) is None
+    assert await store.authenticate(bob) is not None
+    assert await store.revoke_token("my-watch", user_id="alice") == 0
+    assert await store.revoke_token("my-watch", user_id="carol") == 0
+    # Still two owners among the active ones.
+    with pytest.raises(AmbiguousToken):
+        await store.revoke_token("my-watch")
+
+
+async def test_revoking_services_and_devices_of_one_name(store: Store) -> None:
+    _, service = await store.create_token("backend", kind="service")
+    _, device = await store.create_token("backend", "alice")
+    with pytest.raises(AmbiguousToken, match="service backend"):
+        await store.revoke_token("backend")
+    assert await store.revoke_token("backend", kind="service") == 1
+    assert await store.authenticate(service) is None
+    assert await store.authenticate(device) is not None
+    # The one owner left: the name alone is enough again.
+    assert await store.revoke_token("backend") == 1
+    assert await store.authenticate(device) is None
+
+
 async def test_list_tokens(store: Store) -> None:
     assert await store.list_tokens() == []
     first, _ = await store.create_token("phone", "u1")
@@ -92,6 +160,9 @@ async def test_list_tokens(store: Store) -> None:
     listed = await store.list_tokens()
     assert [t.id for t in listed] == [first.id, second.id, third.id]
     assert all(isinstance(t, DeviceToken) for t in listed)
+    assert [t.id for t in await store.list_tokens(user_id="u1")] == [first.id]
+    assert [t.id for t in await store.list_tokens(user_id=second.user_id)] == [second.id]
+    assert await store.list_tokens(user_id="nobody") == []
     by_id = {t.id: t for t in listed}
     assert by_id[first.id] == first
     assert by_id[third.id] == third

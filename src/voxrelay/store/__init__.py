@@ -1,4 +1,4 @@
-"""Persistent storage: device tokens, conversations, messages, sessions.
+"""Persistent storage: tokens (devices' and services'), conversations, messages, sessions.
 
 SQLAlchemy 2 async on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL
 (``postgresql+asyncpg://...``); the schema is migrated by Alembic at
@@ -7,6 +7,7 @@ SQLAlchemy 2 async on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL
 
 from .engine import alembic_config, make_engine, migrate, upgrade
 from .errors import (
+    AmbiguousToken,
     ConversationExists,
     ConversationNotFound,
     InvalidCursor,
@@ -17,10 +18,18 @@ from .errors import (
     StoreError,
 )
 from .ids import hash_token, new_id, new_token
-from .records import Conversation, ConversationSummary, DeviceToken, Message, SessionRecord
+from .records import (
+    Conversation,
+    ConversationSummary,
+    DeviceToken,
+    Message,
+    SessionRecord,
+    TokenKind,
+)
 from .store import Store
 
 __all__ = [
+    "AmbiguousToken",
     "Conversation",
     "ConversationExists",
     "ConversationNotFound",
@@ -35,6 +44,7 @@ __all__ = [
     "SessionRecord",
     "Store",
     "StoreError",
+    "TokenKind",
     "alembic_config",
     "hash_token",
     "make_engine",

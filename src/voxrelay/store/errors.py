@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .records import DeviceToken
+
 
 class StoreError(Exception):
     """Base class of every error the store raises on purpose."""
@@ -33,3 +35,13 @@ class ConversationNotFound(NotFound):
 
 class MessageNotFound(NotFound):
     pass
+
+
+class AmbiguousToken(StoreError, LookupError):
+    """``revoke_token`` matched the tokens of more than one owner, and revoked none."""
+
+    def __init__(self, name: str, matches: list[DeviceToken]) -> None:
+        owners = ", ".join(sorted({t.owner for t in matches}))
+        super().__init__(f"{name!r} names the tokens of several owners: {owners}")
+        self.name = name
+        self.matches = matches

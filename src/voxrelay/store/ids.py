@@ -1,4 +1,4 @@
-"""Identifiers and device-token secrets."""
+"""Identifiers, user ids and token secrets."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ MESSAGE_PREFIX = "msg_"
 TOKEN_ID_PREFIX = "tok_"
 TOKEN_PREFIX = "vxr_"
 
-#: Longest id a caller may choose for a conversation or a session.
+#: Longest id a caller may choose for a conversation or a session (or a user id).
 MAX_ID_LENGTH = 128
+
+#: User ids of this form are devices' own: no ``--user`` and no service may name one.
+DEVICE_USER_PREFIX = "device:"
 
 
 def new_id(prefix: str) -> str:
@@ -37,4 +40,21 @@ def hash_token(token: str) -> str:
 def check_id(value: str, what: str) -> str:
     if not value or len(value) > MAX_ID_LENGTH or not value.isprintable() or value != value.strip():
         raise ValueError(f"{what} must be 1 to {MAX_ID_LENGTH} printable characters")
+    return value
+
+
+def device_user(token_id: str) -> str:
+    """The user of its own that a device token created without ``--user`` acts for."""
+    return DEVICE_USER_PREFIX + token_id
+
+
+def is_device_user(user_id: str) -> bool:
+    return user_id.startswith(DEVICE_USER_PREFIX)
+
+
+def check_user_id(value: str) -> str:
+    """A user id a person or a service may name: the rule of ids, and not a device's own."""
+    check_id(value, "a user id")
+    if is_device_user(value):
+        raise ValueError(f"user ids starting with {DEVICE_USER_PREFIX!r} are devices' own")
     return value

@@ -33,6 +33,10 @@ NAMING_CONVENTION = {
 
 ROLES = ("user", "assistant")
 SESSION_STATUSES = ("active", "ended")
+# A device token always has its user; a service token never has one.
+TOKEN_KIND_CHECK = (
+    "(kind = 'device' AND user_id IS NOT NULL) OR (kind = 'service' AND user_id IS NULL)"
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -74,10 +78,14 @@ class Base(DeclarativeBase):
 
 
 class DeviceTokenRow(Base):
+    # Services' tokens live here too (``kind``); the table and the name's column keep
+    # the names they had when every token was a device's.
     __tablename__ = "device_tokens"
+    __table_args__ = (CheckConstraint(TOKEN_KIND_CHECK, name="kind"),)
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
-    device: Mapped[str] = mapped_column(String, index=True)
+    name: Mapped[str] = mapped_column("device", String, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
     user_id: Mapped[str | None] = mapped_column(String)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]

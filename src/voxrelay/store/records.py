@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+#: A device token acts for its one user; a service token for the user each request names.
+TokenKind = Literal["device", "service"]
+TOKEN_KINDS: tuple[TokenKind, ...] = ("device", "service")
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceToken:
+    """A token of a device (``kind`` "device", ``user_id`` its user) or of a service
+    (``kind`` "service", no ``user_id``); ``name`` is the device's or the service's."""
+
     id: str
-    device: str
+    name: str
+    kind: TokenKind
     user_id: str | None
     created_at: datetime
     revoked_at: datetime | None
@@ -18,6 +26,11 @@ class DeviceToken:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def owner(self) -> str:
+        """Whose token it is, in words: ``user alice`` or ``service NAME``."""
+        return f"user {self.user_id}" if self.kind == "device" else f"service {self.name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The storage API: device tokens, conversations, messages and sessions.
+"""The storage API: tokens, conversations, messages and sessions.
 
 One code path for SQLite (``sqlite+aiosqlite``) and PostgreSQL
 (``postgresql+asyncpg``). Every method is one short transaction on a pooled
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class Store(TokenStore, ConversationStore, MessageStore, SessionStore):
     """Persistent state of voxrelay. Build it with :meth:`open`, release it with :meth:`close`.
 
-    Its methods on device tokens, conversations, messages and sessions come from one
+    Its methods on tokens, conversations, messages and sessions come from one
     part each (``TokenStore``, ``ConversationStore``, ``MessageStore``, ``SessionStore``),
     all on the one engine."""
 

@@ -1,26 +1,46 @@
-"""The store's device tokens: created, listed, revoked, and the one a request presents."""
+"""The store's tokens (devices' and services'): created, listed, revoked, and the one a
+request presents."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import cast
 
 from sqlalchemy import select, update
 
 from .base import StoreBase, rowcount, utcnow
-from .ids import TOKEN_ID_PREFIX, hash_token, new_id, new_token
+from .errors import AmbiguousToken
+from .ids import TOKEN_ID_PREFIX, check_user_id, device_user, hash_token, new_id, new_token
 from .models import DeviceTokenRow
-from .records import DeviceToken
+from .records import TOKEN_KINDS, DeviceToken, TokenKind
 
 
 class TokenStore(StoreBase):
-    async def create_token(self, device: str, user_id: str | None) -> tuple[DeviceToken, str]:
-        """A new token for ``device``: returns its record and the plaintext (shown once)."""
-        if not device:
-            raise ValueError("device name must not be empty")
-        token = new_token()
+    async def create_token(
+        self, name: str, user_id: str | None = None, *, kind: TokenKind = "device"
+    ) -> tuple[DeviceToken, str]:
+        """A new token: returns its record and the plaintext (shown once).
+
+        A device token acts for ``user_id``, or without one for a user of its own
+        (``device:<its token id>``), seen by no other token. A service token has no
+        user (each request names one). ``ValueError`` for an empty name, a user id
+        that is not one (or is a device's own), or a service given a user.
+        """
+        if not name:
+            raise ValueError("the name must not be empty")
+        if kind not in TOKEN_KINDS:
+            raise ValueError(f"a token is of kind {' or '.join(TOKEN_KINDS)}, not {kind!r}")
+        if kind == "service" and user_id is not None:
+            raise ValueError("a service token has no user: each request names its userId")
+        if user_id is not None:
+            check_user_id(user_id)
+        token, token_id = new_token(), new_id(TOKEN_ID_PREFIX)
+        if kind == "device" and user_id is None:
+            user_id = device_user(token_id)
         row = DeviceTokenRow(
-            id=new_id(TOKEN_ID_PREFIX),
-            device=device,
+            id=token_id,
+            name=name,
+            kind=kind,
             user_id=user_id,
             token_hash=hash_token(token),
             created_at=utcnow(),
@@ -30,20 +50,40 @@ class TokenStore(StoreBase):
             s.add(row)
         return _token_record(row), token
 
-    async def list_tokens(self) -> list[DeviceToken]:
-        """Every token, revoked ones included, oldest first."""
+    async def list_tokens(self, *, user_id: str | None = None) -> list[DeviceToken]:
+        """Every token (of ``user_id``'s devices, when given), revoked ones included,
+        oldest first."""
+        stmt = select(DeviceTokenRow).order_by(DeviceTokenRow.created_at, DeviceTokenRow.id)
+        if user_id is not None:
+            stmt = stmt.where(DeviceTokenRow.user_id == user_id)
         async with self._session.begin() as s:
-            rows = await s.scalars(
-                select(DeviceTokenRow).order_by(DeviceTokenRow.created_at, DeviceTokenRow.id)
-            )
-            return [_token_record(r) for r in rows]
+            return [_token_record(r) for r in await s.scalars(stmt)]
 
-    async def revoke_token(self, device: str) -> int:
-        """Revoke every active token of ``device``; returns how many were revoked."""
+    async def revoke_token(
+        self, name: str, *, user_id: str | None = None, kind: TokenKind | None = None
+    ) -> int:
+        """Revoke the active tokens called ``name`` (only of ``user_id``'s devices, or
+        only of ``kind``, when given); returns how many were revoked.
+
+        Device names are each user's own, so the name alone may match the tokens of
+        several users (or of a service too): then nothing is revoked and
+        :class:`AmbiguousToken` lists the matches.
+        """
+        t = DeviceTokenRow
+        stmt = select(t).where(t.name == name, t.revoked_at.is_(None)).order_by(t.created_at)
+        if user_id is not None:
+            stmt = stmt.where(t.user_id == user_id)
+        if kind is not None:
+            stmt = stmt.where(t.kind == kind)
         async with self._session.begin() as s:
+            matches = [_token_record(r) for r in await s.scalars(stmt)]
+            if len({m.owner for m in matches}) > 1:
+                raise AmbiguousToken(name, matches)
+            if not matches:
+                return 0
             result = await s.execute(
-                update(DeviceTokenRow)
-                .where(DeviceTokenRow.device == device, DeviceTokenRow.revoked_at.is_(None))
+                update(t)
+                .where(t.id.in_([m.id for m in matches]), t.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
@@ -78,7 +118,8 @@ class TokenStore(StoreBase):
 def _token_record(r: DeviceTokenRow) -> DeviceToken:
     return DeviceToken(
         id=r.id,
-        device=r.device,
+        name=r.name,
+        kind=cast(TokenKind, r.kind),
         user_id=r.user_id,
         created_at=r.created_at,
         revoked_at=r.revoked_at,

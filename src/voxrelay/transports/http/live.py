@@ -74,9 +74,13 @@ async def create_session(
 
 @router.get("/realtime/session/{session_id}")
 async def get_session(
-    session_id: str, device: DeviceDep, store: StoreDep, directory: DirectoryDep
+    session_id: str,
+    device: DeviceDep,
+    store: StoreDep,
+    directory: DirectoryDep,
+    userId: str | None = None,
 ) -> dict[str, Any]:
-    user_id = device.acting_user()
+    user_id = device.acting_user(userId)
     live = await directory.session(session_id, user_id)
     if live is not None:
         return {"session": session_json(live)}

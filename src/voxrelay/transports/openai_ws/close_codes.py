@@ -4,6 +4,8 @@ conversation."""
 from __future__ import annotations
 
 CLOSE_UNAUTHORIZED = 4401
+# A good token naming a user it may not act for (a device naming another's userId).
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_INVALID = 4400
 # The device holds as many live sessions as it may (HTTP's 429).

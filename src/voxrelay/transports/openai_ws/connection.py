@@ -22,10 +22,12 @@ from voxrelay import metrics
 from voxrelay.errors import http_status
 from voxrelay.eventlog import ReplayGap
 from voxrelay.exceptions import (
+    Forbidden,
     NotFound,
     ServerClosing,
     SessionEnded,
     TooManySessions,
+    Unauthorized,
     VoxrelayError,
 )
 from voxrelay.openai_realtime.errors import error_event
@@ -36,6 +38,7 @@ from voxrelay.sessions import Directory, LiveSession, Reads
 from voxrelay.transports.openai_ws.close_codes import (
     CLIENT_DONE,
     CLOSE_FOR_REASON,
+    CLOSE_FORBIDDEN,
     CLOSE_INVALID,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_MANY,
@@ -204,19 +207,26 @@ class Connection:
                 device=self._device,
             )
         except VoxrelayError as error:
-            # The core's errors as close codes: the one place this transport maps them.
-            if isinstance(error, ServerClosing):
-                await self.refuse(1012, error.code, error.message)
-            elif isinstance(error, NotFound):
-                await self.refuse(CLOSE_NOT_FOUND, error.code, error.message)
-            elif isinstance(error, TooManySessions):
-                await self.refuse(CLOSE_TOO_MANY, error.code, error.message)
-            elif http_status(error) < 500:
-                await self.refuse(CLOSE_INVALID, "invalid_request", error.message)
-            else:
-                await self.refuse(1011, error.code, error.message)
+            await self.refuse_for(error)
             return None
         return session, fresh
+
+    async def refuse_for(self, error: VoxrelayError) -> None:
+        """The core's errors as close codes: the one place this transport maps them."""
+        if isinstance(error, ServerClosing):
+            await self.refuse(1012, error.code, error.message)
+        elif isinstance(error, NotFound):
+            await self.refuse(CLOSE_NOT_FOUND, error.code, error.message)
+        elif isinstance(error, Unauthorized):
+            await self.refuse(CLOSE_UNAUTHORIZED, "invalid_api_key", error.message)
+        elif isinstance(error, Forbidden):
+            await self.refuse(CLOSE_FORBIDDEN, error.code, error.message)
+        elif isinstance(error, TooManySessions):
+            await self.refuse(CLOSE_TOO_MANY, error.code, error.message)
+        elif http_status(error) < 500:
+            await self.refuse(CLOSE_INVALID, "invalid_request", error.message)
+        else:
+            await self.refuse(1011, error.code, error.message)
 
     def attach(self, session: LiveSession, fresh: bool) -> None:
         """Listen to ``session``: hold it active, follow its log (and raw events)."""

@@ -12,7 +12,7 @@ from voxrelay import logs, metrics
 from voxrelay.auth import Device, authenticate, bearer_token
 from voxrelay.config import Settings
 from voxrelay.errors import error_response
-from voxrelay.exceptions import Unauthorized
+from voxrelay.exceptions import Unauthorized, VoxrelayError
 from voxrelay.openai_realtime.protocol import Dialect
 from voxrelay.origins import Origins
 from voxrelay.providers.base import SessionOptions
@@ -74,7 +74,11 @@ async def realtime(websocket: WebSocket) -> None:
         return
     logs.bind(transport="websocket", device=device.name)
     params = websocket.query_params
-    user_id = device.acting_user(params.get("userId"))
+    try:
+        user_id = device.acting_user(params.get("userId"))
+    except VoxrelayError as error:
+        await connection.refuse_for(error)
+        return
     # ``?model=`` is accepted for compatibility and ignored: the server's provider
     # configuration decides the model.
     opening = await connection.open(

@@ -159,6 +159,11 @@ class RealtimeNamespace:
         if not isinstance(user, str) or not user:
             users = query.get("userId")
             user = users[0] if users else None
+        if user:
+            try:
+                device.acting_user(user)  # refused now rather than at every join
+            except VoxrelayError as error:
+                raise _refused(error.code, error.message) from None
         link = self._links[sid] = _Link(
             device, user, fields={"transport": "socketio", "device": device.name}
         )
@@ -245,11 +250,11 @@ class RealtimeNamespace:
         session_id = data.get("sessionId")
         if not isinstance(session_id, str) or not session_id:
             raise _invalid("sessionId (a string) is required")
-        # Only a token without ``--user`` takes a ``userId`` (here, or at connect).
+        # A service names its user here or at connect; a device may name only its own.
         user = data.get("userId")
-        user_id = link.device.acting_user(
-            user if isinstance(user, str) and user else link.requested_user
-        )
+        if user is not None and not isinstance(user, str):
+            raise _invalid("userId must be a string")
+        user_id = link.device.acting_user(user or link.requested_user)
         session = await self._directory.session(session_id, user_id)
         if session is None:
             raise _RequestError("not_found", "session not found")
