@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from voxrelay.exceptions import Unauthorized
+from voxrelay.exceptions import InvalidRequest, Unauthorized
 from voxrelay.store import Store
+from voxrelay.store.ids import storable
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class Device:
         """
         if self.user_id is not None:
             return self.user_id
+        if requested and not storable(requested):
+            raise InvalidRequest("userId must not hold a NUL character")
         return requested or f"device:{self.name}"
 
 
