@@ -5,8 +5,10 @@ turning /readyz to 503). Now: an id holding one names nothing (404, like any unk
 id), and a userId, session setting or typed message holding one is refused (400), on
 SQLite alike.
 
-Found by probing on PostgreSQL the inputs the schemathesis run in test_openapi_fuzz.py
-draws (its bounded example counts rarely draw a NUL)."""
+The schemathesis run in test_openapi_fuzz.py found the first ones on PostgreSQL
+(``GET /conversations?before=%00``, and /readyz at 503 once a generated message
+holding a NUL reached a live session); the rest were found by trying a NUL in every
+field it draws strings for."""
 
 from __future__ import annotations
 

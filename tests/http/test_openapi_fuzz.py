@@ -4,12 +4,16 @@ JSON in the contract's shape (API.md §2) ``{"error": {"code", "message"}}``.
 
 Against a real server with the ``echo`` provider: on SQLite with a device token bound
 to a user, and on PostgreSQL with a token without one (which may name ``userId``).
-Every 5xx this found was fixed; the cases are kept in test_nul_characters.py."""
+Operations that name a conversation or session run twice: with the ids as generated
+(nearly always unknown: 404), and aimed at a live session started for each example, so
+that the other inputs reach past the lookup. Every 5xx this found was fixed; the cases
+are kept in test_nul_characters.py."""
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +66,57 @@ def _call_and_check(case: Any, http: requests.Session) -> None:
         assert_contract_error(response)
 
 
+# The names an operation may give a live session's ids under (path, query or body).
+_IDS = {
+    "conversation_id": "conversationId",
+    "conversationId": "conversationId",
+    "session_id": "id",
+    "sessionId": "id",
+}
+
+
+def _names_a_session(operation: Any) -> bool:
+    declared = [p.name for p in operation.iter_parameters()]
+    return any(name in _IDS for name in declared) or operation.path == "/realtime/text"
+
+
+def _aim_at_a_live_session(case: Any, http: requests.Session, base: str) -> None:
+    """Point the case at a live session of the token's own user, started for it, so
+    that generated inputs reach past the lookup of a random id."""
+    started = http.post(f"{base}/realtime/session", json={"turnDetection": "manual"}, timeout=10)
+    assert started.status_code == 201, started.text
+    session = started.json()["session"]
+    declared = {p.name for p in case.operation.query}
+    for name, field in _IDS.items():
+        if name in case.path_parameters:
+            case.path_parameters[name] = session[field]
+        if name in declared:
+            case.query = {**(case.query or {}), name: session[field]}
+        if isinstance(case.body, dict) and name in case.body:
+            case.body[name] = session[field]
+
+
+def _examples(
+    operation: Any, mode: GenerationMode, aimed: bool, http: requests.Session, base: str
+) -> Callable[[], None]:
+    # Few examples per operation and way: the whole run stays within seconds. One server
+    # for every example.
+    @hypothesis_settings(
+        max_examples=10,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @given(case=operation.as_strategy(mode))
+    def run(case: Any) -> None:
+        if aimed:
+            _aim_at_a_live_session(case, http, base)
+        _call_and_check(case, http)
+
+    return run
+
+
 def _fuzz(server: RunningServer, token: str) -> None:
-    """Each operation, with inputs that fit its schema and inputs that do not; every
+    """Each operation, with inputs that fit its schema and inputs that do not, first as
+    generated, then (where it names a session) aimed at a live session; every
     operation runs, and the failures of all of them are reported together."""
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in schema.exclude(path=_HANGS).get_all_operations()]
@@ -72,23 +125,15 @@ def _fuzz(server: RunningServer, token: str) -> None:
     http = requests.Session()  # one connection for every call
     http.headers["Authorization"] = f"Bearer {token}"
     for operation in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            # Few examples per operation and mode: the whole run stays within seconds.
-            # One server for every example.
-            @hypothesis_settings(
-                max_examples=10,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            )
-            @given(case=operation.as_strategy(mode))
-            def run(case: Any) -> None:
-                _call_and_check(case, http)
-
+        aims = (False, True) if _names_a_session(operation) else (False,)
+        for mode, aimed in itertools.product(GenerationMode, aims):
             try:
-                run()
+                _examples(operation, mode, aimed, http, server.url)()
             except Unsatisfiable:
                 pass  # no input breaks this operation's schema (it takes none, or any string)
             except Exception as failure:
-                failures.append(f"{operation.label} ({mode.value}): {failure}")
+                where = "at a live session" if aimed else "as generated"
+                failures.append(f"{operation.label} ({mode.value}, {where}): {failure}")
     http.close()
     assert not failures, "\n\n".join(failures)
 
