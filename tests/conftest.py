@@ -1,14 +1,29 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import RunningServer, start_server
+from hypothesis import settings as hypothesis_settings
 
 from voxrelay.client import VoxrelayClient
 from voxrelay.config import Settings
+
+# Property tests: few examples each, no per-example deadline (a loaded machine would
+# make one flaky), and on a failure the blob that replays it. CI draws the same
+# examples every run (derandomize), so a failure there is reproducible at home with
+# HYPOTHESIS_PROFILE=ci; elsewhere each run explores new ones and keeps failures in
+# .hypothesis/ to replay first.
+hypothesis_settings.register_profile("dev", max_examples=25, deadline=None, print_blob=True)
+hypothesis_settings.register_profile(
+    "ci", parent=hypothesis_settings.get_profile("dev"), derandomize=True, database=None
+)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture

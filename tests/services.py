@@ -17,6 +17,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -136,3 +137,16 @@ async def postgres_database() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_postgres_database(url)
+
+
+@asynccontextmanager
+async def database(kind: str, folder: Path) -> AsyncIterator[str]:
+    """The URL of an empty database for the block: ``sqlite`` (a file in ``folder``) or
+    ``postgresql`` (a fresh database; the test is skipped, or failed, as
+    :func:`require_or_skip` has it, when PostgreSQL does not answer)."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{folder / 'voxrelay.db'}"
+        return
+    require_or_skip("postgresql", "PostgreSQL is not running on 127.0.0.1:5432")
+    async with postgres_database() as url:
+        yield url

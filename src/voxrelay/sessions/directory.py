@@ -18,7 +18,7 @@ from voxrelay.sessions.elsewhere import ONLY_HERE, Elsewhere
 from voxrelay.sessions.live import EndReason, LiveSession, StartRequest
 from voxrelay.sessions.registry import OwnerCall, Registry
 from voxrelay.store import Conversation, ConversationExists, Store
-from voxrelay.store.ids import CONVERSATION_PREFIX
+from voxrelay.store.ids import CONVERSATION_PREFIX, storable
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -55,6 +55,11 @@ class Directory:
         creating the conversation when it does not exist yet (a new id when none is
         given); returns the session and whether it is new. A new session counts
         against the limit of ``device`` (its token's id)."""
+        for name in ("instructions", "voice", "language"):
+            value = getattr(options, name)
+            if value is not None and not storable(value):
+                # The session's record keeps its options: it could not be stored.
+                raise InvalidRequest(f"{name} must not hold a NUL character")
         if conversation_id is None:
             conversation_id = self._elsewhere.new_id(CONVERSATION_PREFIX)
             await self._store.create_conversation(user_id, conversation_id)

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from voxrelay.eventlog import Event, EventLog
 from voxrelay.exceptions import InvalidRequest, TooLarge
 from voxrelay.providers.base import RawEvents, SessionOptions, TurnDetection
+from voxrelay.store.ids import storable
 
 EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
 # What a listener reads from the log (``LiveSession.attached``): everything from now on
@@ -114,13 +115,16 @@ class LiveSession(Protocol):
 
 
 def check_text(text: str, max_chars: int) -> None:
-    """A typed message the session may take: not too long, and valid Unicode."""
+    """A typed message the session may take: not too long, valid Unicode, storable."""
     if len(text) > max_chars:
         raise TooLarge(f"a message may hold at most {max_chars} characters")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidRequest("the text is not valid Unicode (a lone surrogate)") from None
+    if not storable(text):
+        # Taken, it would never be stored: its writer would retry it for good.
+        raise InvalidRequest("the text must not hold a NUL character")
 
 
 def new_item_id() -> str:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .base import StoreBase, rowcount, utcnow
 from .errors import ConversationExists, InvalidCursor
-from .ids import CONVERSATION_PREFIX, check_id, new_id
+from .ids import CONVERSATION_PREFIX, check_id, new_id, storable
 from .messages import message_record
 from .models import ConversationRow, MessageRow
 from .records import Conversation, ConversationSummary, Message
@@ -39,6 +39,8 @@ class ConversationStore(StoreBase):
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         """The conversation, whoever owns it (callers check ``user_id``)."""
+        if not storable(conversation_id):
+            return None
         async with self._session.begin() as s:
             row = await s.get(ConversationRow, conversation_id)
             return None if row is None else _conversation_record(row)
@@ -104,6 +106,8 @@ class ConversationStore(StoreBase):
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         """Delete it with its messages and sessions; False if it did not exist."""
+        if not storable(conversation_id):
+            return False
         async with self._session.begin() as s:
             result = await s.execute(
                 sql_delete(ConversationRow)
@@ -115,7 +119,9 @@ class ConversationStore(StoreBase):
 
 async def _cursor_clause(s: AsyncSession, user_id: str, before: str) -> Any:
     c = ConversationRow
-    anchor = await s.scalar(select(c).where(c.id == before, c.user_id == user_id))
+    anchor = None
+    if storable(before):
+        anchor = await s.scalar(select(c).where(c.id == before, c.user_id == user_id))
     if anchor is not None:
         return or_(
             c.updated_at < anchor.updated_at,

@@ -37,6 +37,13 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def storable(value: str) -> bool:
+    """Whether the database can hold ``value``: PostgreSQL's text and JSONB cannot hold
+    U+0000 (and refuse a query that names it), so no stored key holds one, and both
+    databases take the same values."""
+    return "\x00" not in value
+
+
 def check_id(value: str, what: str) -> str:
     if not value or len(value) > MAX_ID_LENGTH or not value.isprintable() or value != value.strip():
         raise ValueError(f"{what} must be 1 to {MAX_ID_LENGTH} printable characters")

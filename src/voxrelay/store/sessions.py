@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .base import StoreBase, rowcount, utcnow
 from .errors import ConversationNotFound, SessionExists
-from .ids import SESSION_PREFIX, check_id, new_id
+from .ids import SESSION_PREFIX, check_id, new_id, storable
 from .models import SessionRow
 from .records import SessionRecord
 
@@ -62,6 +62,8 @@ class SessionStore(StoreBase):
         return _session_record(row)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
+        if not storable(session_id):
+            return None
         async with self._session.begin() as s:
             row = await s.get(SessionRow, session_id)
             return None if row is None else _session_record(row)
