@@ -85,9 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     talk = commands.add_parser(
         "talk", help="talk to a server: a WAV file, a typed turn or the microphone"
     )
-    from voxrelay import talk as talk_module
+    from voxrelay.talk_options import add_arguments
 
-    talk_module.add_arguments(talk)
+    add_arguments(talk)
     talk.set_defaults(run=_talk)
 
     token = commands.add_parser("token", help="manage device tokens")
@@ -185,8 +185,9 @@ async def _with_store(args: argparse.Namespace) -> Store:
 
 def _talk(args: argparse.Namespace) -> int:
     from voxrelay import talk
+    from voxrelay.talk_options import options_from
 
-    return talk.run(talk.options_from(args))
+    return talk.run(options_from(args))
 
 
 def _token_create(args: argparse.Namespace) -> int:
