@@ -224,3 +224,68 @@ async def postgres_url() -> AsyncIterator[str]:
 
 async def test_serve_on_postgresql(serve, postgres_url: str) -> None:  # type: ignore[no-untyped-def]
     await _conversation_over_the_cli_server(serve, {"VOXRELAY_DATABASE_URL": postgres_url})
+
+
+def test_serve_on_a_busy_port_says_which_and_how_to_choose_another(env: dict[str, str]) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _run("serve", "--port", str(port), "--provider", "echo", env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"voxrelay: port {port} on 127.0.0.1 is in use already (another voxrelay serve?);"
+        " choose another with --port N or VOXRELAY_PORT=N"
+    ]
+    # Told before the database was touched.
+    assert not Path(env["VOXRELAY_DATABASE_URL"].removeprefix("sqlite:///")).exists()
+
+
+def _help(*command: str, env: dict[str, str]) -> str:
+    shown = _run(*command, "--help", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "``" not in shown.stdout  # read as text, not as reStructuredText
+    return shown.stdout
+
+
+def _options(text: str) -> dict[str, str]:
+    """Each option of a help text and what it says, over its lines."""
+    found: dict[str, str] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            found[current] = line.strip().removeprefix(current)
+        elif current and line.startswith(" " * 10):
+            found[current] += " " + line.strip()
+        else:
+            current = ""
+    return found
+
+
+def test_help_reads_as_prose_and_explains_every_option(env: dict[str, str]) -> None:
+    from voxrelay import __version__
+    from voxrelay.config import PROVIDERS
+
+    top = _help(env=env)
+    for command in ("serve", "talk", "token", "db"):
+        assert command in top
+    version = _run("--version", env=env)
+    assert version.returncode == 0 and version.stdout.strip() == f"voxrelay {__version__}"
+
+    serve = _help("serve", env=env)
+    for name in PROVIDERS:
+        assert f"\n  {name} " in serve, f"{name} is not listed:\n{serve}"
+    for option, said in _options(serve).items():
+        if option != "-h":
+            assert "default:" in said and "env VOXRELAY_" in said, (option, said)
+            assert len(said.split()) > 6, (option, said)  # more than its default
+
+    talk = _options(_help("talk", env=env))
+    for option, said in talk.items():
+        assert len(said.split()) >= 4, (option, said)
+    assert "http (an SSE event stream" in talk["--transport"]
+    assert "(default: http)" in talk["--transport"]
+    assert "espeak-ng" in talk["--voice"] and "alloy" in talk["--voice"]
+    assert "(default: answer.wav)" in talk["--out"]
+    assert "(default: http://127.0.0.1:8000" in talk["--url"]

@@ -38,7 +38,7 @@ def test_serve_script_takes_server_flags(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.1)
-        # uv passes the signal on to the server, which shuts down cleanly.
+        # The script is the server by then (exec): it shuts down cleanly.
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
     finally:

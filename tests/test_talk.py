@@ -114,3 +114,18 @@ def test_talk_refuses_a_remote_server_without_a_token(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "--token" in result.stderr
+
+
+def test_talk_finds_the_server_its_settings_name() -> None:
+    from voxrelay.talk_errors import TalkError
+    from voxrelay.talk_options import default_url, server_url
+
+    assert default_url({}) == "http://127.0.0.1:8000"
+    assert default_url({"VOXRELAY_PORT": "9001"}) == "http://127.0.0.1:9001"
+    assert default_url({"VOXRELAY_HOST": "0.0.0.0", "VOXRELAY_PORT": "9"}) == "http://127.0.0.1:9"
+    assert default_url({"VOXRELAY_HOST": "::1"}) == "http://[::1]:8000"
+    assert server_url("127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert server_url("wss://voxrelay.example/") == "https://voxrelay.example/"
+    for wrong in ("ftp://host", "http://", ""):
+        with pytest.raises(TalkError, match="not a server address"):
+            server_url(wrong)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import fields
 from typing import Any, TypeVar
 
 from voxrelay import __version__
-from voxrelay.config import Settings, _env_name, parse_bool
+from voxrelay.config import PROVIDERS, Settings, _env_name, parse_bool
 from voxrelay.providers.base import ProviderError
 from voxrelay.store import Store
 from voxrelay.store.engine import CannotOpenDatabase, sqlite_threads_finished
@@ -32,6 +33,65 @@ _SERVE_FLAGS = (
     "log_level",
     "log_format",
 )
+# What each flag does, for ``voxrelay serve --help`` (its default and variable follow).
+_SERVE_HELP = {
+    "host": "the address to listen on; 0.0.0.0 for every interface",
+    "port": "the port to listen on",
+    "database_url": "where conversations are kept: a SQLite file, or postgresql://user@host/db",
+    "database_pool_size": "PostgreSQL connections each process keeps open",
+    "database_max_overflow": "PostgreSQL connections a process may open beyond the pool at a peak",
+    "migrate_on_start": "bring the database schema up to date at start; no: leave that to"
+    " voxrelay db upgrade",
+    "redis_url": "the Redis that several nodes share; unset: this node serves alone",
+    "lease_seconds": "with Redis: how long a node's hold on its sessions outlives its last renewal",
+    "provider": f"the voice model: {', '.join(PROVIDERS)}; see below",
+    "workers": "worker processes sharing the port; one per core serves the most sessions",
+    "grace_seconds": "how long a session with no listener waits for its client to come back",
+    "log_level": "debug, info, warning or error",
+    "log_format": "json (one object per line, secrets redacted) or text",
+}
+_SERVE_METAVARS = {
+    "database_url": "URL",
+    "database_pool_size": "N",
+    "database_max_overflow": "N",
+    "redis_url": "URL",
+    "lease_seconds": "SECONDS",
+    "provider": "NAME",
+    "workers": "N",
+    "grace_seconds": "SECONDS",
+    "log_level": "LEVEL",
+    "log_format": "FORMAT",
+}
+_PROVIDER_HELP = {
+    "local": "offline speech recognition and espeak-ng voices; no key, no network",
+    "echo": "plays each turn back; for tests and benchmarks",
+    "openai": "OpenAI's Realtime API; needs OPENAI_API_KEY",
+    "azure": "Azure OpenAI's Realtime API; needs AZURE_OPENAI_ENDPOINT,\n"
+    "          AZURE_OPENAI_API_KEY and AZURE_OPENAI_DEPLOYMENT",
+}
+_ABOUT = """\
+voxrelay relays real-time voice conversations between devices and an AI voice
+model, over Server-Sent Events and HTTP uploads, Socket.IO, or an
+OpenAI-Realtime-compatible WebSocket.
+
+Start the server with 'voxrelay serve', then, in another terminal in the same
+directory, talk to it with 'voxrelay talk --text hello'."""
+
+
+class CannotListen(Exception):
+    """The server cannot have the address and port it was given."""
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Each option's default shown, as ArgumentDefaultsHelpFormatter does, but not for
+    on/off flags, nor twice; descriptions and epilogs keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = (None, False, argparse.SUPPRESS)
+        if "default" in text or action.default in quiet or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,23 +105,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProviderError, ValueError) as error:
         print(f"voxrelay: {error}", file=sys.stderr)
         return 2
-    except CannotOpenDatabase as error:
+    except (CannotOpenDatabase, CannotListen) as error:
         print(f"voxrelay: {error}", file=sys.stderr)
         return 1
     return result
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voxrelay", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"voxrelay {__version__}")
-    commands = parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(
+        prog="voxrelay",
+        description=_ABOUT,
+        epilog="Run 'voxrelay COMMAND --help' for what a command takes.",
+        formatter_class=_Help,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"voxrelay {__version__}", help="print the version"
+    )
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the server")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server until Ctrl+C or SIGTERM, which end every session cleanly.\n"
+        "Each option is also an environment variable, named with it.",
+        epilog=_providers_help(),
+        formatter_class=_Help,
+    )
     types = {f.name: f for f in fields(Settings)}
     for name in _SERVE_FLAGS:
         kind = str(types[name].type)
         flag = "--" + name.replace("_", "-")
-        described = f"(env {_env_name(name)}; default {types[name].default!r})"
+        described = (
+            f"{_SERVE_HELP.get(name, name.replace('_', ' '))}"
+            f" (default: {_shown(types[name].default)}; env {_env_name(name)})"
+        )
         if kind.startswith("bool"):
             # ``--migrate-on-start`` alone is true; ``--migrate-on-start no`` false.
             serve.add_argument(
@@ -78,16 +155,23 @@ def _parser() -> argparse.ArgumentParser:
             flag,
             type=int if kind.startswith("int") else float if kind.startswith("float") else str,
             default=None,
+            metavar=_SERVE_METAVARS.get(name),
             help=described,
         )
     serve.set_defaults(run=_serve)
 
     talk = commands.add_parser(
-        "talk", help="talk to a server: a WAV file, a typed turn or the microphone"
+        "talk",
+        help="talk to a server: a WAV file, a typed turn or the microphone",
+        description="Hold a conversation with a running server: say a WAV file, type a turn\n"
+        "or use the microphone. The transcripts are printed as they come, and the\n"
+        "spoken answer is saved as a WAV file.",
+        epilog=_TALK_EXAMPLES,
+        formatter_class=_Help,
     )
-    from voxrelay import talk as talk_module
+    from voxrelay.talk_options import add_arguments
 
-    talk_module.add_arguments(talk)
+    add_arguments(talk)
     talk.set_defaults(run=_talk)
 
     token = commands.add_parser(
@@ -103,7 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     token_cli.add_actions(actions)
     token.set_defaults(run=_token)
 
-    db = commands.add_parser("db", help="the database schema: migrate it, show its revision")
+    db = commands.add_parser(
+        "db", help="the database schema: migrate it, show its revision", formatter_class=_Help
+    )
     db.add_argument("--database-url", default=None, help=_DATABASE_URL_HELP)
     steps = db.add_subparsers(dest="action", required=True)
     upgrade = steps.add_parser(
@@ -126,7 +212,26 @@ token sees. It may never name another user's userId on a request. A service
 token (--service NAME), for an application backend that acts for many users,
 names the userId of every request instead."""
 
-_DATABASE_URL_HELP = f"(env VOXRELAY_DATABASE_URL; default {Settings.database_url!r})"
+_DATABASE_URL_HELP = f"the database (default: {Settings.database_url}; env VOXRELAY_DATABASE_URL)"
+_TALK_EXAMPLES = """\
+examples:
+  voxrelay talk --text "hello"                    a typed turn, over http
+  voxrelay talk --wav speech.wav --transport ws   a spoken one, over the WebSocket
+  voxrelay talk --mic                             until Ctrl+C (the audio extra)"""
+
+
+def _providers_help() -> str:
+    width = max(map(len, PROVIDERS))
+    lines = [f"  {name:{width}}  {_PROVIDER_HELP.get(name, '')}" for name in PROVIDERS]
+    return "providers (--provider):\n" + "\n".join(lines)
+
+
+def _shown(default: object) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "yes" if default else "no"
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def _bool(raw: str) -> bool:
@@ -145,7 +250,8 @@ def _serve(args: argparse.Namespace) -> int:
     from voxrelay.providers import provider_factory
 
     settings = _settings(args)
-    provider_factory(settings)  # fail now on missing credentials
+    _check_port(settings)  # fail now on a port another program holds
+    provider_factory(settings)  # on missing credentials
     _check_database(settings)  # and on a database the server could not start with
     if settings.workers > 1:
         from voxrelay.workers import supervisor
@@ -154,6 +260,29 @@ def _serve(args: argparse.Namespace) -> int:
     from voxrelay.server import run
 
     return run(settings)
+
+
+def _check_port(settings: Settings) -> None:
+    """Raise :class:`CannotListen`, in words, when the address cannot be had."""
+    from voxrelay.workers.supervisor import listening_socket
+
+    host, port = settings.host, settings.port
+    other = "choose another with --port N or VOXRELAY_PORT=N"
+    try:
+        listening_socket(host, port, shared=False).close()
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            why = f"port {port} on {host} is in use already (another voxrelay serve?); {other}"
+        elif error.errno == errno.EACCES:
+            why = f"not allowed to listen on port {port} (below 1024 needs root); {other}"
+        elif error.errno == errno.EADDRNOTAVAIL or error.errno is None or error.errno < 0:
+            why = (
+                f"cannot listen on {host}: not an address of this machine;"
+                " choose another with --host or VOXRELAY_HOST"
+            )
+        else:
+            why = f"cannot listen on {host} port {port}: {error.strerror or error}"
+        raise CannotListen(why) from None
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -190,8 +319,9 @@ async def _with_store(args: argparse.Namespace) -> Store:
 
 def _talk(args: argparse.Namespace) -> int:
     from voxrelay import talk
+    from voxrelay.talk_options import options_from
 
-    return talk.run(talk.options_from(args))
+    return talk.run(options_from(args))
 
 
 def _token(args: argparse.Namespace) -> int:

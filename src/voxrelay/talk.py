@@ -7,7 +7,6 @@ answer to a WAV file. Works over every transport.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import stat
@@ -18,40 +17,20 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from voxrelay.audio import StreamResampler, read_wav, wav_bytes
+from voxrelay.audio import Pcm, StreamResampler, read_wav, wav_bytes
 from voxrelay.client.conversation import (
-    TRANSPORTS,
     Conversation,
     Event,
     Options,
-    Transport,
     connect,
 )
-from voxrelay.client.http import ApiError
 from voxrelay.config import SAMPLE_RATES, Settings
+from voxrelay.talk_errors import TalkError, ended, explain, unreadable_wav
+from voxrelay.talk_options import TOKEN_FILE, TalkOptions, server_url
 
-TOKEN_FILE = ".voxrelay-token"
 DEV_DEVICE = "voxrelay-talk"
 DEV_USER = "local"
 CHUNK_MS = 20
-
-
-@dataclass
-class TalkOptions:
-    url: str = "http://127.0.0.1:8000"
-    token: str | None = None
-    transport: Transport = "http"
-    wav: Path | None = None
-    text: str | None = None
-    out: Path | None = Path("answer.wav")
-    conversation_id: str | None = None
-    language: str | None = None
-    voice: str | None = None
-    manual: bool = False
-    speed: float = 1.0
-    mic: bool = False
-    end: bool = True
-    timeout: float = 120.0
 
 
 @dataclass
@@ -59,8 +38,8 @@ class _Turn:
     """What the printer has seen of the answer so far."""
 
     audio: bytearray = field(default_factory=bytearray)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # the answer is complete
+    end_reason: str | None = None  # why the conversation ended, once it has
     errors: list[str] = field(default_factory=list)
     user_text: str = ""
     answer_text: str = ""
@@ -106,17 +85,19 @@ async def _create_token(database_url: str) -> str:
 
 
 async def talk(options: TalkOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Hold one conversation: say the turn, print the answer, save its audio.
+    What goes wrong raises (``talk_errors.explain`` words it; ``talk_or_explain``
+    prints that)."""
     if options.token is None:
         raise ValueError("talk() needs a token; find_token() finds one")
-    token = options.token
-    if options.wav is None and not options.text and not options.mic:
-        raise SystemExit("voxrelay talk: give --wav FILE, --text TEXT or --mic")
+    url = server_url(options.url)
+    _check_turn(options)
     sounddevice = _sounddevice() if options.mic else None
-    source = read_wav(str(options.wav)) if options.wav else None
+    source = _read_wav(options.wav) if options.wav else None
     input_rate = source.rate if source and source.rate in SAMPLE_RATES else 16000
     conversation = await connect(
-        options.url,
-        token,
+        url,
+        options.token,
         options.transport,
         Options(
             conversation_id=options.conversation_id,
@@ -127,37 +108,115 @@ async def talk(options: TalkOptions, out: TextIO = sys.stdout, err: TextIO = sys
             voice=options.voice,
         ),
     )
+    print(f"conversation {conversation.conversation_id} over {options.transport}", file=err)
     turn = _Turn()
-    printer = asyncio.get_running_loop().create_task(_print_events(conversation, turn, out))
+    loop = asyncio.get_running_loop()
+    printer = loop.create_task(_print_events(conversation, turn, out))
+    work = loop.create_task(_say(conversation, turn, options, source, sounddevice, err))
     try:
-        print(f"conversation {conversation.conversation_id} over {options.transport}", file=err)
-        if sounddevice is not None:
-            await _talk_by_microphone(sounddevice, conversation, turn, err)
-        else:
-            if source is not None:
-                pcm = source.data
-                if source.rate != input_rate:
-                    resampler = StreamResampler(source.rate, input_rate)
-                    pcm = resampler.feed(pcm) + resampler.flush()
-                await _stream_audio(conversation, pcm, options, err)
-            if options.text:
-                await conversation.send_text(options.text)
-            await asyncio.wait_for(turn.done.wait(), options.timeout)
+        await _until_answered(work, printer, turn, stop_on_cancel=sounddevice is not None)
         if options.out is not None and turn.audio:
             options.out.write_bytes(wav_bytes(bytes(turn.audio), conversation.output_rate))
             seconds = len(turn.audio) / 2 / conversation.output_rate
             print(f"saved {seconds:.1f} s of answer audio to {options.out}", file=err)
-        if options.end:
+        if options.end and not printer.done():
             await conversation.end()
-            await asyncio.wait_for(turn.ended.wait(), 10)
-    except TimeoutError:
-        print("voxrelay talk: no answer in time", file=err)
-        return 1
+            await asyncio.wait({printer}, timeout=10)  # its conversation_ended
     finally:
-        printer.cancel()
-        await asyncio.gather(printer, return_exceptions=True)
+        for task in (work, printer):
+            task.cancel()
+        await asyncio.gather(work, printer, return_exceptions=True)
         await conversation.aclose()
     return 1 if turn.errors and not turn.audio else 0
+
+
+async def talk_or_explain(
+    options: TalkOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
+    """:func:`talk`, with whatever stops it told in one line on ``err``."""
+    try:
+        return await talk(options, out, err)
+    except Exception as error:
+        message = explain(error, options.url)
+        if message is None:
+            raise  # not the user's doing nor the server's: a bug, with its traceback
+        if err.isatty():
+            print("\r\033[K", end="", file=err)  # over the progress bar, if one was drawn
+        print(f"voxrelay talk: {message}", file=err, flush=True)
+        return error.status if isinstance(error, TalkError) else 1
+
+
+def _check_turn(options: TalkOptions) -> None:
+    given = [name for name, on in _turn_kinds(options) if on]
+    if not given:
+        raise TalkError("say something: give --wav FILE, --text TEXT or --mic", 2)
+    if len(given) > 1:
+        raise TalkError(f"{' and '.join(given)} cannot be combined: one turn at a time", 2)
+
+
+def _turn_kinds(options: TalkOptions) -> list[tuple[str, bool]]:
+    return [
+        ("--wav", options.wav is not None),
+        ("--text", bool(options.text)),
+        ("--mic", options.mic),
+    ]
+
+
+def _read_wav(path: Path) -> Pcm:
+    try:
+        return read_wav(str(path))
+    except (OSError, EOFError, wave.Error, ValueError) as error:
+        raise unreadable_wav(path, error) from None
+
+
+async def _say(
+    conversation: Conversation,
+    turn: _Turn,
+    options: TalkOptions,
+    source: Pcm | None,
+    sounddevice: Any,
+    err: TextIO,
+) -> None:
+    """Say the turn and wait for the whole answer (the microphone: until Ctrl+C)."""
+    if sounddevice is not None:
+        await _talk_by_microphone(sounddevice, conversation, turn, err)
+        return
+    if source is not None:
+        pcm = source.data
+        if source.rate != conversation.input_rate:
+            resampler = StreamResampler(source.rate, conversation.input_rate)
+            pcm = resampler.feed(pcm) + resampler.flush()
+        await _stream_audio(conversation, pcm, options, err)
+    if options.text:
+        await conversation.send_text(options.text)
+    try:
+        await asyncio.wait_for(turn.done.wait(), options.timeout)
+    except TimeoutError:
+        raise TalkError(f"no answer within {options.timeout:g} s (--timeout)") from None
+
+
+async def _until_answered(
+    work: asyncio.Task[None], printer: asyncio.Task[None], turn: _Turn, *, stop_on_cancel: bool
+) -> None:
+    """Wait for ``work`` (the turn said and answered) unless the conversation stops
+    first; raise what stopped it. Ctrl+C ends a ``stop_on_cancel`` (microphone) one."""
+    try:
+        await asyncio.wait({work, printer}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        if not stop_on_cancel:
+            raise
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        return
+    if work.done() and work.exception() is not None and not printer.done():
+        # A send that failed as the link broke: the stream, ending too, says why.
+        await asyncio.wait({printer}, timeout=1)
+    if not printer.done():
+        work.result()
+        return
+    printer.result()  # raises ConnectionLost when the stream broke off
+    if not turn.done.is_set():
+        raise ended(turn.end_reason or "unknown")
 
 
 async def _stream_audio(
@@ -196,9 +255,12 @@ def _progress(err: TextIO, sent: float, total: float) -> None:
 
 
 async def _print_events(conversation: Conversation, turn: _Turn, out: TextIO) -> None:
+    """Show the conversation's events until it ends."""
     speaking = False
     async for event in conversation.events():
         speaking = _show(event, turn, out, speaking)
+        if turn.end_reason is not None:
+            return
 
 
 def _show(event: Event, turn: _Turn, out: TextIO, speaking: bool) -> bool:
@@ -224,8 +286,7 @@ def _show(event: Event, turn: _Turn, out: TextIO, speaking: bool) -> bool:
         turn.errors.append(f"{data.get('code')}: {data.get('message')}")
         print(f"error: {data.get('code')}: {data.get('message')}", file=out, flush=True)
     elif event.type == "conversation_ended":
-        turn.ended.set()
-        turn.done.set()
+        turn.end_reason = str(data.get("reason"))
     return speaking
 
 
@@ -271,59 +332,15 @@ async def _talk_by_microphone(
             pass
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server")
-    parser.add_argument(
-        "--token", default=None, help=f"device token (else VOXRELAY_TOKEN, ./{TOKEN_FILE})"
-    )
-    parser.add_argument("--transport", choices=TRANSPORTS, default="http")
-    parser.add_argument("--wav", type=Path, default=None, help="a WAV file to say")
-    parser.add_argument("--text", default=None, help="a typed turn")
-    parser.add_argument(
-        "--out", type=Path, default=Path("answer.wav"), help="where the answer goes"
-    )
-    parser.add_argument("--conversation", default=None, help="resume this conversation")
-    parser.add_argument("--language", default=None, help="BCP-47, e.g. en, he")
-    parser.add_argument("--voice", default=None)
-    parser.add_argument("--manual", action="store_true", help="push-to-talk: commit, no VAD")
-    parser.add_argument("--speed", type=float, default=1.0, help="send audio N times real time")
-    parser.add_argument("--mic", action="store_true", help="microphone and speaker (audio extra)")
-    parser.add_argument("--keep-open", action="store_true", help="do not end the conversation")
-    parser.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for the answer"
-    )
-
-
-def options_from(args: argparse.Namespace) -> TalkOptions:
-    return TalkOptions(
-        url=args.url,
-        token=args.token,
-        transport=args.transport,
-        wav=args.wav,
-        text=args.text,
-        out=args.out,
-        conversation_id=args.conversation,
-        language=args.language,
-        voice=args.voice,
-        manual=args.manual,
-        speed=args.speed,
-        mic=args.mic,
-        end=not args.keep_open,
-        timeout=args.timeout,
-    )
-
-
 def run(options: TalkOptions) -> int:
+    try:
+        options.url = server_url(options.url)
+    except TalkError as error:
+        print(f"voxrelay talk: {error}", file=sys.stderr)
+        return error.status
     options.token = find_token(options.url, options.token)
     try:
-        return asyncio.run(talk(options))
-    except ApiError as error:
-        hint = " (is the token for this server?)" if error.status == 401 else ""
-        print(f"voxrelay talk: {error}{hint}", file=sys.stderr)
-        return 1
-    except (wave.Error, ValueError, EOFError) as error:
-        print(f"voxrelay talk: cannot read {options.wav}: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"voxrelay talk: cannot reach {options.url}: {error}", file=sys.stderr)
-        return 1
+        return asyncio.run(talk_or_explain(options))
+    except KeyboardInterrupt:
+        print("\nvoxrelay talk: stopped", file=sys.stderr)
+        return 130

@@ -1,11 +1,18 @@
 """What every transport's client shares: the options a conversation is opened
-with and the stream events it yields, audio decoded to PCM16 bytes."""
+with, the stream events it yields (audio decoded to PCM16 bytes), and the one
+error a dropped connection raises whatever the wire."""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
 from typing import Any, Literal
+
+
+class ConnectionLost(Exception):
+    """The connection to the server dropped before the conversation ended: the
+    server stopped, or the network between went away. Raised by ``events()`` and by
+    anything sent afterwards, on every transport."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from voxrelay.client._events import Event, Options, decode
+import httpx
+
+from voxrelay.client._events import ConnectionLost, Event, Options, decode
 from voxrelay.client.http import StreamEvent, VoxrelayClient
 
 
@@ -53,6 +55,8 @@ class HttpConversation:
         )
 
     async def send_audio(self, pcm: bytes) -> None:
+        if self._upload is not None and self._upload.done():
+            await self.finish_upload()  # it broke off: say why now, not at the end
         if self._upload is None:
             self._upload = asyncio.get_running_loop().create_task(
                 self.client.upload(self.conversation_id, self._body())
@@ -65,28 +69,37 @@ class HttpConversation:
 
     async def finish_upload(self) -> None:
         if self._upload is not None:
+            upload, self._upload = self._upload, None
             await self._audio.put(None)
-            await self._upload
-            self._upload = None
+            with _lost_on_transport_error():
+                await upload
 
     async def commit(self) -> None:
         await self.finish_upload()
-        await self.client.commit(self.conversation_id)
+        with _lost_on_transport_error():
+            await self.client.commit(self.conversation_id)
 
     async def send_text(self, text: str) -> None:
-        await self.client.text(self.conversation_id, text)
+        with _lost_on_transport_error():
+            await self.client.text(self.conversation_id, text)
 
     async def interrupt(self, played_ms: int | None = None) -> None:
-        await self.client.interrupt(self.conversation_id, played_ms)
+        with _lost_on_transport_error():
+            await self.client.interrupt(self.conversation_id, played_ms)
 
     async def end(self) -> None:
         await self.finish_upload()
-        await self.client.end(self.conversation_id)
+        with _lost_on_transport_error():
+            await self.client.end(self.conversation_id)
 
     async def events(self) -> AsyncIterator[Event]:
         yield decode(self._first.type, self._first.data)
-        async for event in self._stream:
-            yield decode(event.type, event.data)
+        with _lost_on_transport_error():
+            async for event in self._stream:
+                yield decode(event.type, event.data)
+                if event.type == "conversation_ended":
+                    return
+        raise ConnectionLost("the event stream ended before the conversation did")
 
     async def aclose(self) -> None:
         if self._upload is not None:
@@ -96,3 +109,14 @@ class HttpConversation:
         with contextlib.suppress(BaseException):
             await self._stream.aclose()  # type: ignore[attr-defined]
         await self.client.aclose()
+
+
+@contextlib.contextmanager
+def _lost_on_transport_error() -> Iterator[None]:
+    """Once the stream is open, a failed request means the server went away."""
+    try:
+        yield
+    except httpx.TransportError as error:
+        raise ConnectionLost(
+            f"the server broke off the connection ({type(error).__name__})"
+        ) from None

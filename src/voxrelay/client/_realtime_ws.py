@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -11,12 +12,18 @@ from typing import Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from voxrelay.audio import StreamResampler
-from voxrelay.client._events import Event, Options
+from voxrelay.client._events import ConnectionLost, Event, Options
+from voxrelay.client.http import ApiError
 
 RATE = 24000  # the protocol's PCM16 rate
+# The server refuses after accepting (browsers never see an upgrade's HTTP status):
+# its close codes, as the HTTP statuses the other transports answer.
+_REFUSED = {4400: 400, 4401: 401, 4404: 404, 1012: 503, 1011: 500}
+_ENDED = "conversation ended: "  # the close reason of a conversation the server ended
+_GREETING_SECONDS = 30.0
 
 
 class RealtimeConversation:
@@ -36,12 +43,18 @@ class RealtimeConversation:
         conversation_id = options.conversation_id or "conv_" + secrets.token_hex(12)
         query = urlencode({"model": "voxrelay", "conversationId": conversation_id})
         ws_url = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
-        ws = await connect(
-            f"{ws_url}/v1/realtime?{query}",
-            additional_headers={"Authorization": f"Bearer {token}"},
-            max_size=None,
-            compression=None,
-        )
+        try:
+            ws = await connect(
+                f"{ws_url}/v1/realtime?{query}",
+                additional_headers={"Authorization": f"Bearer {token}"},
+                max_size=None,
+                compression=None,
+            )
+        except InvalidStatus as error:
+            # voxrelay accepts every upgrade: a refused one is no voxrelay route.
+            status = error.response.status_code
+            raise ApiError(status, "error", f"no WebSocket at {ws_url}/v1/realtime") from None
+        await _greeted(ws)
         session: dict[str, Any] = {"type": "realtime"}
         if options.instructions:
             session["instructions"] = options.instructions
@@ -58,7 +71,10 @@ class RealtimeConversation:
         return conversation
 
     async def _send(self, event: dict[str, Any]) -> None:
-        await self._ws.send(json.dumps(event))
+        try:
+            await self._ws.send(json.dumps(event))
+        except ConnectionClosed as closed:
+            raise ConnectionLost(_closed(closed)) from None
 
     async def send_audio(self, pcm: bytes) -> None:
         resampled = self._up.feed(pcm)
@@ -112,7 +128,13 @@ class RealtimeConversation:
                     yield event
         except ConnectionClosed:
             pass
-        reason = "client_end" if self._ended else "closed"
+        frame = self._ws.protocol.close_rcvd
+        if self._ended:
+            reason = "client_end"
+        elif frame is not None and frame.reason.startswith(_ENDED):
+            reason = frame.reason.removeprefix(_ENDED)
+        else:
+            raise ConnectionLost(_closed(self._ws))
         yield Event(
             "conversation_ended", {"conversationId": self.conversation_id, "reason": reason}
         )
@@ -120,6 +142,37 @@ class RealtimeConversation:
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self._ws.close()
+
+
+async def _greeted(ws: ClientConnection) -> None:
+    """Wait for the server's first event, ``session.created``. A refusal (an
+    ``error``, then a close) raises ``ApiError`` as the HTTP transport would."""
+    error: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(_GREETING_SECONDS):
+            first = json.loads(await ws.recv())
+        if first.get("type") != "error":
+            return
+        error = first.get("error") or {}
+        async for _ in ws:  # what is left before the close
+            pass
+    except ConnectionClosed:
+        pass
+    frame = ws.protocol.close_rcvd
+    raise _refusal(frame.code if frame else 1006, error, error.get("message") or _closed(ws))
+
+
+def _refusal(close_code: int, error: dict[str, Any], message: str) -> ApiError:
+    code = error.get("code") or error.get("type") or "error"
+    return ApiError(_REFUSED.get(close_code, 500), code, message)
+
+
+def _closed(closed: ConnectionClosed | ClientConnection) -> str:
+    """How the connection ended, in words."""
+    frame = closed.rcvd if isinstance(closed, ConnectionClosed) else closed.protocol.close_rcvd
+    if frame is None:
+        return "the WebSocket dropped without a close frame"
+    return f"the server closed the connection ({f'{frame.code} {frame.reason}'.strip()})"
 
 
 def _to_stream_event(event: dict[str, Any], conversation: RealtimeConversation) -> Event | None:

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
+from socketio.exceptions import SocketIOError
 
-from voxrelay.client._events import Event, Options, decode
+from voxrelay.client._events import ConnectionLost, Event, Options, decode
 from voxrelay.client.http import ApiError, VoxrelayClient
 
 NAMESPACE = "/realtime"
@@ -24,14 +25,20 @@ _EVENTS = {
     "session-ended": "conversation_ended",
     "error": "error",
 }
+_LOST = "_lost"  # queued when the connection drops, for events() to raise
 
 
 class SocketIOConversation:
     def __init__(
-        self, sio: socketio.AsyncClient, session: dict[str, Any], queue: asyncio.Queue[Event]
+        self,
+        sio: socketio.AsyncClient,
+        session: dict[str, Any],
+        queue: asyncio.Queue[Event],
+        lost: asyncio.Event,
     ) -> None:
         self._sio = sio
         self._queue = queue
+        self._lost = lost
         self.conversation_id: str = session["conversationId"]
         self.input_rate: int = session["inputSampleRate"]
         self.output_rate: int = session["outputSampleRate"]
@@ -49,9 +56,16 @@ class SocketIOConversation:
                 instructions=options.instructions,
             )
         queue: asyncio.Queue[Event] = asyncio.Queue()
+        lost = asyncio.Event()
         sio = socketio.AsyncClient(reconnection=False)
         for wire_name, name in _EVENTS.items():
             sio.on(wire_name, _forward(queue, name), namespace=NAMESPACE)
+
+        async def disconnected(reason: object = None) -> None:
+            lost.set()
+            queue.put_nowait(Event(_LOST, {"reason": str(reason)}))
+
+        sio.on("disconnect", disconnected, namespace=NAMESPACE)
         await sio.connect(
             url, auth={"token": token}, namespaces=[NAMESPACE], transports=["websocket"]
         )
@@ -71,27 +85,51 @@ class SocketIOConversation:
                 },
             )
         )
-        return cls(sio, session, queue)
+        return cls(sio, session, queue, lost)
 
     async def send_audio(self, pcm: bytes) -> None:
-        await self._sio.emit("audio-chunk", pcm, namespace=NAMESPACE)
+        if self._lost.is_set():
+            raise ConnectionLost(_GONE)
+        try:
+            await self._sio.emit("audio-chunk", pcm, namespace=NAMESPACE)
+        except SocketIOError:
+            raise ConnectionLost(_GONE) from None
+
+    async def _call(self, event: str, payload: dict[str, Any]) -> None:
+        """``sio.call``, which would wait out its whole timeout on a dropped link."""
+        if self._lost.is_set():
+            raise ConnectionLost(_GONE)
+        call = asyncio.ensure_future(self._sio.call(event, payload, namespace=NAMESPACE))
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            done, _ = await asyncio.wait({call, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            call.cancel()
+            lost.cancel()
+        if call not in done:
+            raise ConnectionLost(_GONE)
+        try:
+            call.result()
+        except SocketIOError:
+            raise ConnectionLost(_GONE) from None
 
     async def commit(self) -> None:
-        await self._sio.call("commit-audio", {}, namespace=NAMESPACE)
+        await self._call("commit-audio", {})
 
     async def send_text(self, text: str) -> None:
-        await self._sio.call("text-message", {"text": text}, namespace=NAMESPACE)
+        await self._call("text-message", {"text": text})
 
     async def interrupt(self, played_ms: int | None = None) -> None:
-        payload = {} if played_ms is None else {"playedMs": played_ms}
-        await self._sio.call("interrupt", payload, namespace=NAMESPACE)
+        await self._call("interrupt", {} if played_ms is None else {"playedMs": played_ms})
 
     async def end(self) -> None:
-        await self._sio.call("end-session", {}, namespace=NAMESPACE)
+        await self._call("end-session", {})
 
     async def events(self) -> AsyncIterator[Event]:
         while True:
             event = await self._queue.get()
+            if event.type == _LOST:
+                raise ConnectionLost(f"{_GONE} ({event.data['reason']})")
             yield event
             if event.type == "conversation_ended":
                 return
@@ -99,6 +137,9 @@ class SocketIOConversation:
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self._sio.disconnect()
+
+
+_GONE = "the Socket.IO connection dropped"
 
 
 def _forward(queue: asyncio.Queue[Event], name: str) -> Any:

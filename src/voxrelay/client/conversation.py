@@ -5,6 +5,11 @@ wire: its ``events()`` yields the contract's stream vocabulary
 (``transcript``, ``audio``, ``response_done``, …) with audio already decoded
 to PCM16 bytes at ``output_rate``, and ``send_audio``/``commit``/``send_text``/
 ``interrupt``/``end`` act on it. The CLI's ``talk`` and the benchmarks use it.
+
+A refusal at the start (a bad token, no such conversation, no voxrelay at the
+URL) raises ``ApiError`` on every transport; a connection that drops later
+raises ``ConnectionLost``. A conversation the server ends (``server_shutdown``,
+``idle_timeout``, ...) is a ``conversation_ended`` event with its reason.
 """
 
 from __future__ import annotations
@@ -12,10 +17,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Literal, Protocol
 
-from voxrelay.client._events import Event, Options
+from voxrelay.client._events import ConnectionLost, Event, Options
 from voxrelay.client._http_stream import HttpConversation
 
-__all__ = ["TRANSPORTS", "Conversation", "Event", "Options", "Transport", "connect"]
+__all__ = [
+    "TRANSPORTS",
+    "ConnectionLost",
+    "Conversation",
+    "Event",
+    "Options",
+    "Transport",
+    "connect",
+]
 
 Transport = Literal["http", "socketio", "ws"]
 TRANSPORTS: tuple[Transport, ...] = ("http", "socketio", "ws")
