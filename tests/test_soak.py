@@ -38,4 +38,7 @@ def test_100_conversations_survive_cut_streams_dropped_links_and_a_restart(
     assert summary["sse_resumes"] == summary["faults"]["sse_drop"]
     assert summary["sessions_resumed"] == SESSIONS
     assert summary["turns_completed"] >= SESSIONS
+    # Both ways a drop meets a turn happened: an answer cut (ends failed), and a turn
+    # committed but not answered yet (sent again to the new link, and answered).
+    assert summary["turns_failed"] > 0 and summary["turns_answered_after_a_drop"] > 0
     assert summary["ok"], summary
