@@ -245,3 +245,22 @@ async def test_drops_abruptly_from_another_thread() -> None:
                 await ws.recv()
     assert len(fake.connections) == 2
     assert [e["type"] for e in fake.client_events()] == ["response.create"]
+
+
+async def test_drops_one_connection_and_leaves_the_others() -> None:
+    with FakeRealtimeServer("ga") as fake:
+        async with connect(fake.url) as first, connect(fake.url) as second:
+            await first.recv()
+            await second.recv()
+            assert fake.live == [0, 1]
+            fake.drop(conn=0)
+            with pytest.raises(ConnectionClosedError):
+                await first.recv()
+            await second.send('{"type":"input_audio_buffer.clear"}')
+            assert '"input_audio_buffer.cleared"' in str(await second.recv())
+            for _ in range(200):  # the fake forgets the aborted one in its own thread
+                if fake.live == [1]:
+                    break
+                await asyncio.sleep(0.01)
+            assert fake.live == [1]
+    assert fake.validation_errors == []

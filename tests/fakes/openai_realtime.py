@@ -221,7 +221,8 @@ class FakeRealtimeServer:
       ``api-key: <key>`` are refused with 401.
     - ``refuse_status``: refuse every connection with this HTTP status (settable later).
     - ``drop_on``: abort the TCP connection (no close frame) when a client event of this
-      type arrives (settable later); ``drop()`` does it right now.
+      type arrives (settable later); ``drop()`` does it right now, to every live
+      connection or (``drop(conn=index)``) to one of them (``live`` lists them).
     - ``max_session_seconds``: each session ends after this long as at OpenAI's
       60-minute limit (see ``expire``); ``close_all`` closes with another code.
     """
@@ -266,6 +267,7 @@ class FakeRealtimeServer:
         self._validation_errors: list[str] = []
         self._ids = itertools.count(1)
         self._live: dict[int, _Conn] = {}
+        self._live_indexes: set[int] = set()  # the keys of ``_live``, for other threads
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -351,19 +353,27 @@ class FakeRealtimeServer:
 
     # --- failure injection ---
 
-    def drop(self) -> None:
-        """Abort every live connection without a close frame, as a network failure would."""
+    def drop(self, conn: int | None = None) -> None:
+        """Abort every live connection (or only connection ``conn``, by its index in
+        ``connections``) without a close frame, as a network failure would."""
         loop = self._loop
         if loop is None:
             return
         if self._thread is not None:
-            loop.call_soon_threadsafe(self._abort_all)
+            loop.call_soon_threadsafe(self._abort, conn)
         else:
-            self._abort_all()
+            self._abort(conn)
 
-    def _abort_all(self) -> None:
+    def _abort(self, index: int | None) -> None:
         for conn in list(self._live.values()):
-            conn.ws.transport.abort()
+            if index is None or conn.index == index:
+                conn.ws.transport.abort()
+
+    @property
+    def live(self) -> list[int]:
+        """Indexes (in ``connections``) of the connections open now."""
+        with self._lock:
+            return sorted(self._live_indexes)
 
     def close_all(self, code: int = 1011, reason: str = "") -> None:
         """Close every live connection with a close frame, as a restarting server would."""
@@ -513,6 +523,8 @@ class FakeRealtimeServer:
         with self._lock:
             self._audio[index] = bytearray()
         self._live[index] = conn
+        with self._lock:
+            self._live_indexes.add(index)
         expiry = None
         if self.max_session_seconds is not None:
             expiry = asyncio.get_running_loop().call_later(
@@ -528,6 +540,8 @@ class FakeRealtimeServer:
             if expiry is not None:
                 expiry.cancel()
             self._live.pop(index, None)
+            with self._lock:
+                self._live_indexes.discard(index)
             if conn.response is not None and conn.response.task is not None:
                 conn.response.task.cancel()
 

@@ -9,6 +9,7 @@ import pytest
 from harness import RunningServer
 
 from voxrelay.client import ApiError, VoxrelayClient
+from voxrelay.client.http import KEEPALIVE_SECONDS
 
 
 def _error(response: httpx.Response, status: int, code: str) -> None:
@@ -18,6 +19,16 @@ def _error(response: httpx.Response, status: int, code: str) -> None:
     assert body["error"]["code"] == code
     assert body["error"]["message"]
     assert "Traceback" not in response.text
+
+
+async def test_the_client_lets_go_of_idle_connections_before_the_server_does(
+    server: RunningServer, client: VoxrelayClient
+) -> None:
+    # Both at 5 s, a request sent on a connection idle that long raced the server
+    # closing it, and failed with "Server disconnected without sending a response".
+    pool = client.http._transport._pool  # type: ignore[attr-defined]
+    assert pool._keepalive_expiry == KEEPALIVE_SECONDS
+    assert server.server.config.timeout_keep_alive / 2 >= KEEPALIVE_SECONDS
 
 
 async def test_create_session_defaults(client: VoxrelayClient) -> None:

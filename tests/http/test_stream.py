@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
+from typing import Any
 
 import httpx
 import pytest
-from harness import EventReader, RunningServer, paced, read_pcm, silence
+from harness import EventReader, RunningServer, paced, read_pcm, silence, wait_until
 
 from voxrelay.client import ApiError, VoxrelayClient
 from voxrelay.events import AudioDelta
@@ -361,6 +363,43 @@ async def test_server_shutdown_ends_streams_cleanly(launch) -> None:  # type: ig
             "before the restart",
             "You said: before the restart",
         ]
+
+
+class _SlowToOpen(EchoProvider):
+    """Echo, but opening its link waits until the test lets it go on."""
+
+    opening = threading.Event()
+    go_on = threading.Event()
+    closed = threading.Event()
+
+    async def open(self, *args: Any) -> None:
+        type(self).opening.set()
+        await asyncio.to_thread(type(self).go_on.wait, 10)
+        await super().open(*args)
+
+    async def close(self) -> None:
+        type(self).closed.set()
+        await super().close()
+
+
+async def test_a_session_still_opening_at_shutdown_is_refused_not_left_running(launch) -> None:  # type: ignore[no-untyped-def]
+    for event in (_SlowToOpen.opening, _SlowToOpen.go_on, _SlowToOpen.closed):
+        event.clear()
+    server: RunningServer = launch(make_provider=_SlowToOpen)
+    loop = asyncio.get_running_loop()
+    async with VoxrelayClient(server.url, await server.token()) as client:
+        starting = asyncio.ensure_future(client.create_session())
+        assert await loop.run_in_executor(None, _SlowToOpen.opening.wait, 10)
+        stopping = loop.run_in_executor(None, server.stop)
+        # Every session there was has ended: the one still opening comes too late.
+        await wait_until(lambda: server.server.should_exit)
+        _SlowToOpen.go_on.set()
+        with pytest.raises(ApiError) as refused:
+            await starting
+        await stopping
+    assert (refused.value.status, refused.value.code) == (503, "server_shutdown")
+    assert _SlowToOpen.closed.is_set()
+    assert not server.thread.is_alive()
 
 
 class _GarbledFirstDelta(EchoProvider):

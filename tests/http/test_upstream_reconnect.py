@@ -4,6 +4,7 @@ stream and the stored conversation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -264,6 +265,28 @@ async def test_an_upstream_gone_for_good_ends_the_session_in_bounded_time(
         ("assistant", fake.reply("this turn is kept")),
         ("user", "this one breaks the link"),
     ]
+
+
+async def test_a_second_drop_soon_after_a_quick_reopen_is_reopened_too(
+    launch: Callable[..., RunningServer], fake: FakeRealtimeServer
+) -> None:
+    # The first outage lasted a moment; the link then served for longer than the
+    # whole reconnect window before it dropped again. The time it was up is not
+    # time spent trying to reopen it.
+    relay = _relay(launch, fake, upstream_reconnect_seconds=1.5)
+    token = await relay.token()
+    async with VoxrelayClient(relay.url, token) as client:
+        reader, cid = await _open(client)
+        fake.drop()
+        await reader.wait_for("upstream_restored")
+        await _turn(client, reader, cid, "one blip")
+        await asyncio.sleep(1.6)
+        fake.drop()
+        await wait_until(lambda: len(reader.of_type("upstream_restored")) == 2, seconds=5)
+        await _turn(client, reader, cid, "and another")
+        assert reader.of_type("error") == reader.of_type("conversation_ended") == []
+        await client.end(cid)
+        await reader.close()
 
 
 async def test_a_long_session_moves_to_a_fresh_link_at_a_turn_boundary_unheard(

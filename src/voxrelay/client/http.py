@@ -11,6 +11,11 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
+# An idle pooled connection is given up sooner than a server gives it up (uvicorn
+# closes it after 5 s): reusing one the server is closing that very moment fails the
+# request with "Server disconnected without sending a response".
+KEEPALIVE_SECONDS = 2.0
+
 
 class ApiError(Exception):
     """The server answered an error: ``status``, and the contract's ``code``."""
@@ -35,7 +40,10 @@ class VoxrelayClient:
     def __init__(self, base_url: str, token: str | None, *, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=httpx.Timeout(timeout, read=None)
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, read=None),
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
     async def __aenter__(self) -> VoxrelayClient:

@@ -127,6 +127,7 @@ class Registry:
                     "the voice model is not reachable right now; try again later"
                 ) from None
             raise
+        await self._refuse_when_closing(provider)
         metrics.UPSTREAM_CONNECTS.labels(provider=name).inc()
         log.info(
             "upstream connected",
@@ -145,6 +146,7 @@ class Registry:
             options={k: v for k, v in asdict(options).items() if v is not None},
             session_id=self._new_session_id(),
         )
+        await self._refuse_when_closing(provider, record.id)
         transcripts = TranscriptWriter(
             self._store,
             conversation_id,
@@ -199,6 +201,19 @@ class Registry:
         asyncio.get_running_loop().create_task(self._forget_when_ended(session))
         self._arm_idle_timer(session)
         return session
+
+    async def _refuse_when_closing(self, provider: Provider, session_id: str | None = None) -> None:
+        """``end_all`` may run while a session opens (its upstream link, its record): one
+        registered after it would outlive the shutdown, taking requests and holding its
+        stream open until the server gives up on it. It is refused instead."""
+        if not self._closing:
+            return
+        with contextlib.suppress(Exception):
+            await provider.close()
+        if session_id is not None:
+            with contextlib.suppress(Exception):
+                await self._store.end_session(session_id, "server_shutdown")
+        raise ServerClosing()
 
     async def _forget_when_ended(self, session: Session) -> None:
         await session.wait_ended()

@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 # Speech just before a rollover that the old link may not have recognised as speech yet.
 _ROLLOVER_TAIL_SECONDS = 1.0
 # A link lost sooner than this after it was reopened is the same outage: the backoff
-# and the time left go on from where they were (an upstream that takes the handshake
-# and then drops every link must not be reopened in a tight loop).
+# and the time spent without a link go on from where they were (an upstream that
+# takes the handshake and then drops every link must not be reopened in a tight
+# loop, nor forever). The time the link was up does not count against the outage.
 _STABLE_SECONDS = 10.0
 
 
@@ -106,7 +107,8 @@ class Upstream:
         self._permanent: str | None = None
         self._expired = False
         self._reconnecting: asyncio.Task[None] | None = None
-        self._outage_since = 0.0
+        # Of the outage going on: the time already spent without a link, before this loss.
+        self._down_before = 0.0
         self._restored_at = float("-inf")
         self._retry_delay = policy.first_retry_seconds
         self._rollover: asyncio.TimerHandle | None = None
@@ -257,14 +259,15 @@ class Upstream:
         now = time.monotonic()
         flapping = now - self._restored_at < _STABLE_SECONDS
         if not flapping:
-            self._outage_since, self._retry_delay = now, self._policy.first_retry_seconds
-        self._reconnecting = asyncio.get_running_loop().create_task(self._reopen(old, flapping))
+            self._down_before, self._retry_delay = 0.0, self._policy.first_retry_seconds
+        reopen = self._reopen(old, flapping, now)
+        self._reconnecting = asyncio.get_running_loop().create_task(reopen)
 
-    async def _reopen(self, old: Provider, flapping: bool) -> None:
+    async def _reopen(self, old: Provider, flapping: bool, lost_at: float) -> None:
         with contextlib.suppress(Exception):
             await old.close()
         policy = self._policy
-        give_up_at = self._outage_since + policy.reconnect_seconds
+        give_up_at = lost_at + policy.reconnect_seconds - self._down_before
         attempts = 0
         if flapping:
             if time.monotonic() + self._retry_delay > give_up_at:
@@ -297,6 +300,7 @@ class Upstream:
             self._link = self._latest = link
             self._reconnecting = None
             self._restored_at = time.monotonic()
+            self._down_before += self._restored_at - lost_at
             await self._resume_turn(link, len(self._pending))
             log.info("upstream link reopened after %d tries", attempts)
             self._emit(UpstreamRestored(attempts))
