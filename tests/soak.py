@@ -169,12 +169,14 @@ class Relay:
             self.process.kill()
             self.process.wait(10)
 
-    async def token(self) -> str:
+    async def tokens(self, count: int) -> list[str]:
+        """One device token per conversation, as many phones of one user would hold
+        (a device may keep only so many sessions live at once)."""
         from voxrelay.store import Store
 
         store = await Store.open(self.database_url)
         try:
-            return (await store.create_token("soak", "soak-user"))[1]
+            return [(await store.create_token(f"soak-{i}", "soak-user"))[1] for i in range(count)]
         finally:
             await store.close()
 
@@ -207,7 +209,7 @@ class Client:
         self.index = index
         self.soak = soak
         self.tally = soak.tally
-        self.api = VoxrelayClient(soak.relay.url, soak.token, timeout=20)
+        self.api = VoxrelayClient(soak.relay.url, soak.tokens[index - 1], timeout=20)
         self.cid: str | None = None
         self.sid: str | None = None
         self.turns: list[Turn] = []
@@ -505,7 +507,7 @@ class Soak:
         self.phases: dict[str, float] = {}
         self.turn_seconds: list[float] = []
         self.relay = Relay(workdir, self.fake.url, args.reconnect_seconds, args.log_level)
-        self.token = ""
+        self.tokens: list[str] = []
         # Turns go on until then: --seconds of serving time, from when every
         # conversation has had its first turn.
         self.stop_at = float("inf")
@@ -525,7 +527,7 @@ class Soak:
             import voxrelay.store  # noqa: F401
 
             await self.relay.serving()
-            self.token = await self.relay.token()
+            self.tokens = await self.relay.tokens(self.args.sessions)
             self.phases["start"] = time.monotonic() - began
             self.clients = [Client(i + 1, self) for i in range(self.args.sessions)]
             faults = [
