@@ -20,6 +20,7 @@ from uvicorn.config import LOGGING_CONFIG
 from voxrelay import logs
 from voxrelay.app import create_app
 from voxrelay.config import Settings
+from voxrelay.transports import socketio
 from voxrelay.workers import Worker
 from voxrelay.workers.handoff import HandingOffHttpProtocol, Handoff, protocol_for
 
@@ -102,8 +103,9 @@ async def _end_everything(app: FastAPI) -> None:
     await app.state.registry.end_all("server_shutdown")
     sio = getattr(app.state, "socketio", None)
     if sio is not None:
+        patience = app.state.settings.socketio_close_seconds
         with contextlib.suppress(Exception):
-            await sio.eio.disconnect()
+            await socketio.close_all(sio, patience)
 
 
 def tune_garbage_collector() -> None:

@@ -557,18 +557,31 @@ async def test_a_dropped_socket_does_not_end_the_session_before_the_grace_period
 
 
 async def test_server_shutdown_ends_the_session_on_the_socket(
-    launch: Callable[..., RunningServer], socks: Callable[[str], Sock]
+    launch: Callable[..., RunningServer], socks: Callable[[str], Sock], transport: str
 ) -> None:
     server = launch()
     token = await server.token()
     async with VoxrelayClient(server.url, token) as client:
         created = await client.create_session()
-    sock = await socks("websocket").connect(server.url, token)
+    sock = await socks(transport).connect(server.url, token)
     await sock.join(created["id"])
     stopping = asyncio.create_task(asyncio.to_thread(server.stop))
     ended = await sock.wait_for("session-ended")
     assert ended == {"conversationId": created["conversationId"], "reason": "server_shutdown"}
     await stopping
+    assert not server.thread.is_alive()
+
+
+async def test_a_polling_client_gone_without_a_word_does_not_hold_the_shutdown(
+    launch: Callable[..., RunningServer],
+) -> None:
+    # Its close packet would wait for a GET that never comes: the server stops anyway.
+    server = launch()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        handshake = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+        assert handshake.status_code == 200
+    await asyncio.to_thread(server.stop)
+    assert not server.thread.is_alive()
 
 
 async def test_socketio_lives_beside_the_http_routes(server: RunningServer) -> None:

@@ -4,6 +4,6 @@
 - ``server``: python-socketio set up and mounted on the app.
 """
 
-from voxrelay.transports.socketio.server import mount
+from voxrelay.transports.socketio.server import close_all, mount
 
-__all__ = ["mount"]
+__all__ = ["close_all", "mount"]

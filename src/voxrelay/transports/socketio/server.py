@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -35,6 +37,26 @@ def _release_long_polls(sio: socketio.AsyncServer) -> None:
             socket.queue.put_nowait(None)
 
     eio.on("disconnect", on_disconnect)
+
+
+async def close_all(sio: socketio.AsyncServer, patience: float) -> None:
+    """Disconnect every client. A websocket gets its close packet (after what was
+    queued before it) within ``patience`` seconds, or is left to uvicorn's close.
+    A long-polling client gets it only through a GET already waiting:
+    python-engineio refuses any later one, and would wait for it for good, so a
+    client between two polls, or gone without a word, would hold the shutdown."""
+    eio = sio.eio
+    reason = eio.reason.SERVER_DISCONNECT
+
+    async def close(socket: Any) -> None:
+        if not socket.upgraded:
+            await socket.close(wait=False, reason=reason)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(socket.close(reason=reason), patience)
+
+    await asyncio.gather(*(close(socket) for socket in list(eio.sockets.values())))
+    eio.sockets.clear()
 
 
 class _Json:
