@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -572,14 +573,24 @@ async def test_server_shutdown_ends_the_session_on_the_socket(
     assert not server.thread.is_alive()
 
 
+@pytest.mark.parametrize("waiting", ["nothing", "a packet"])
 async def test_a_polling_client_gone_without_a_word_does_not_hold_the_shutdown(
-    launch: Callable[..., RunningServer],
+    launch: Callable[..., RunningServer], waiting: str
 ) -> None:
-    # Its close packet would wait for a GET that never comes: the server stops anyway.
-    server = launch()
+    # What is queued for it would wait for a GET that never comes: the server stops
+    # anyway, having waited for it no longer than VOXRELAY_SOCKETIO_CLOSE_SECONDS.
+    server = launch(socketio_close_seconds=0.2)
     async with httpx.AsyncClient(base_url=server.url) as http:
-        handshake = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
+        params = {"EIO": "4", "transport": "polling"}
+        handshake = await http.get("/socket.io/", params=params)
         assert handshake.status_code == 200
+        if waiting == "a packet":
+            # Joins the namespace without a token: its refusal waits for the next GET.
+            sid = json.loads(handshake.text[1:])["sid"]
+            joined = await http.post(
+                "/socket.io/", params={**params, "sid": sid}, content="40/realtime,"
+            )
+            assert joined.status_code == 200
     await asyncio.to_thread(server.stop)
     assert not server.thread.is_alive()
 
