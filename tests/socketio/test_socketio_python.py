@@ -595,6 +595,21 @@ async def test_a_polling_client_gone_without_a_word_does_not_hold_the_shutdown(
     assert not server.thread.is_alive()
 
 
+async def test_a_polling_client_that_closed_is_not_waited_for_at_shutdown(
+    launch: Callable[..., RunningServer],
+) -> None:
+    # Longer than the test server is given to stop: waiting for it would fail the test.
+    server = launch(socketio_close_seconds=60)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        params = {"EIO": "4", "transport": "polling"}
+        handshake = await http.get("/socket.io/", params=params)
+        sid = json.loads(handshake.text[1:])["sid"]
+        closed = await http.post("/socket.io/", params={**params, "sid": sid}, content="1")
+        assert closed.status_code == 200
+    await asyncio.to_thread(server.stop)
+    assert not server.thread.is_alive()
+
+
 async def test_socketio_lives_beside_the_http_routes(server: RunningServer) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
         assert (await http.get("/healthz")).status_code == 200

@@ -50,6 +50,8 @@ async def close_all(sio: socketio.AsyncServer, patience: float) -> None:
     reason = eio.reason.SERVER_DISCONNECT
 
     async def close(socket: Any) -> None:
+        if socket.closed:  # by its client: nothing more goes to it
+            return
         if socket.upgraded:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(socket.close(reason=reason), patience)
