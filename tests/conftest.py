@@ -42,8 +42,16 @@ def launch(settings: Settings) -> Iterator[Callable[..., RunningServer]]:
         return server
 
     yield start
-    for server in running:
+    stopped = [_stopped(server) for server in running]
+    assert all(stopped), "a server did not stop"
+
+
+def _stopped(server: RunningServer) -> bool:
+    try:
         server.stop()
+    except AssertionError:
+        return False
+    return True
 
 
 @pytest.fixture

@@ -78,6 +78,8 @@ class RunningServer:
         if self.thread.is_alive():
             self.server.stop()
             self.thread.join(timeout)
+        # A shutdown that hangs is a bug a user's server would have too.
+        assert not self.thread.is_alive(), f"the server did not stop within {timeout} s"
 
 
 def start_server(

@@ -87,6 +87,8 @@ class Settings:
     storage_retry_seconds: float = 30.0
     # How often open connections are checked for a revoked token.
     revocation_check_seconds: float = 2.0
+    # At shutdown, how long each Socket.IO client has to take its last packets.
+    socketio_close_seconds: float = 5.0
     # The replay buffer keeps at least ``grace_seconds`` of events, within this bound.
     replay_max_bytes: int = 16 << 20
     # Socket.IO packets that may wait for one socket that does not read them (an

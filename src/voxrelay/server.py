@@ -21,6 +21,7 @@ from voxrelay import logs
 from voxrelay.app import create_app
 from voxrelay.config import Settings
 from voxrelay.protocols import JsonRefusalsWebSocketProtocol, http_protocol
+from voxrelay.transports import socketio
 from voxrelay.workers import Worker
 from voxrelay.workers.handoff import HandingOffHttpProtocol, Handoff, protocol_for
 
@@ -103,8 +104,9 @@ async def _end_everything(app: FastAPI) -> None:
     await app.state.registry.end_all("server_shutdown")
     sio = getattr(app.state, "socketio", None)
     if sio is not None:
+        patience = app.state.settings.socketio_close_seconds
         with contextlib.suppress(Exception):
-            await sio.eio.disconnect()
+            await socketio.close_all(sio, patience)
 
 
 def tune_garbage_collector() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -494,18 +495,56 @@ async def test_a_dropped_socket_does_not_end_the_session_before_the_grace_period
 
 
 async def test_server_shutdown_ends_the_session_on_the_socket(
-    launch: Callable[..., RunningServer], socks: Callable[[str], Sock]
+    launch: Callable[..., RunningServer], socks: Callable[[str], Sock], transport: str
 ) -> None:
     server = launch()
     token = await server.token()
     async with VoxrelayClient(server.url, token) as client:
         created = await client.create_session()
-    sock = await socks("websocket").connect(server.url, token)
+    sock = await socks(transport).connect(server.url, token)
     await sock.join(created["id"])
     stopping = asyncio.create_task(asyncio.to_thread(server.stop))
     ended = await sock.wait_for("session-ended")
     assert ended == {"conversationId": created["conversationId"], "reason": "server_shutdown"}
     await stopping
+    assert not server.thread.is_alive()
+
+
+@pytest.mark.parametrize("waiting", ["nothing", "a packet"])
+async def test_a_polling_client_gone_without_a_word_does_not_hold_the_shutdown(
+    launch: Callable[..., RunningServer], waiting: str
+) -> None:
+    # What is queued for it would wait for a GET that never comes: the server stops
+    # anyway, having waited for it no longer than VOXRELAY_SOCKETIO_CLOSE_SECONDS.
+    server = launch(socketio_close_seconds=0.2)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        params = {"EIO": "4", "transport": "polling"}
+        handshake = await http.get("/socket.io/", params=params)
+        assert handshake.status_code == 200
+        if waiting == "a packet":
+            # Joins the namespace without a token: its refusal waits for the next GET.
+            sid = json.loads(handshake.text[1:])["sid"]
+            joined = await http.post(
+                "/socket.io/", params={**params, "sid": sid}, content="40/realtime,"
+            )
+            assert joined.status_code == 200
+    await asyncio.to_thread(server.stop)
+    assert not server.thread.is_alive()
+
+
+async def test_a_polling_client_that_closed_is_not_waited_for_at_shutdown(
+    launch: Callable[..., RunningServer],
+) -> None:
+    # Longer than the test server is given to stop: waiting for it would fail the test.
+    server = launch(socketio_close_seconds=60)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        params = {"EIO": "4", "transport": "polling"}
+        handshake = await http.get("/socket.io/", params=params)
+        sid = json.loads(handshake.text[1:])["sid"]
+        closed = await http.post("/socket.io/", params={**params, "sid": sid}, content="1")
+        assert closed.status_code == 200
+    await asyncio.to_thread(server.stop)
+    assert not server.thread.is_alive()
 
 
 async def test_socketio_lives_beside_the_http_routes(server: RunningServer) -> None:

@@ -27,9 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 from voxrelay import logs
-from voxrelay.app import create_app
 from voxrelay.config import Settings
-from voxrelay.server import make_server
 from voxrelay.workers import Worker
 from voxrelay.workers.ownership import Ownership
 
@@ -127,6 +125,11 @@ def serve(settings: Settings) -> int:
 
 
 def _worker_main(settings: Settings, index: int, count: int, rundir: str, parent: int) -> None:
+    # Here, not at the top: the supervisor serves nothing itself, and would spend
+    # a second importing the app before it could start the first worker.
+    from voxrelay.app import create_app
+    from voxrelay.server import make_server
+
     logs.set_process_fields(worker=str(index))
     log_config = logs.configure(settings)
     worker = Worker(Ownership(index, count), Path(rundir))

@@ -8,6 +8,6 @@
 - ``packets``: Socket.IO packets written by hand.
 """
 
-from voxrelay.transports.socketio.server import mount
+from voxrelay.transports.socketio.server import close_all, mount
 
-__all__ = ["mount"]
+__all__ = ["close_all", "mount"]

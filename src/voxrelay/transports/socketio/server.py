@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -37,6 +39,31 @@ def _release_long_polls(sio: socketio.AsyncServer) -> None:
             socket.queue.put_nowait(None)
 
     eio.on("disconnect", on_disconnect)
+
+
+async def close_all(sio: socketio.AsyncServer, patience: float) -> None:
+    """Disconnect every client, each given up to ``patience`` seconds to take what
+    is queued for it (its session's end) first: a websocket at once, a
+    long-polling client with its next GET. The close packet itself is not waited
+    for on long-polling: python-engineio refuses every GET once the socket is
+    closed, so only one already waiting can take it, and its own close would wait
+    for good for a client between two polls, or gone without a word."""
+    eio = sio.eio
+    reason = eio.reason.SERVER_DISCONNECT
+
+    async def close(socket: Any) -> None:
+        if socket.closed:  # by its client: nothing more goes to it
+            return
+        if socket.upgraded:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(socket.close(reason=reason), patience)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(socket.queue.join(), patience)
+        await socket.close(wait=False, reason=reason)
+
+    await asyncio.gather(*(close(socket) for socket in list(eio.sockets.values())))
+    eio.sockets.clear()
 
 
 class _Json:
