@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from redis.exceptions import RedisError
 
 from voxrelay import __version__, metrics
@@ -19,6 +19,7 @@ from voxrelay.cluster import Cluster
 from voxrelay.config import Settings
 from voxrelay.errors import error_body, install_error_handlers, install_not_found
 from voxrelay.middleware import BodyIdleTimeout, JsonErrorBodies
+from voxrelay.openapi import NotReady, describe
 from voxrelay.origins import Cors, Origins
 from voxrelay.providers import provider_factory, warm_up
 from voxrelay.providers.base import Provider
@@ -105,6 +106,7 @@ def create_app(
         summary="Real-time voice conversations between any device and an AI voice model.",
         lifespan=lifespan,
     )
+    describe(app)
     app.state.settings = settings
     origins = Origins.parse(settings.cors_allowed_origins)
     app.state.origins = origins
@@ -121,10 +123,17 @@ def create_app(
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
+        """200 while the process runs (no dependency is asked)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={503: {"model": NotReady, "description": "A dependency does not answer."}},
+    )
     async def readyz(request: Request) -> JSONResponse:
+        """200 when the database (and Redis, where configured) answer and writes land;
+        else 503 with each dependency's state in `checks`."""
         checks: dict[str, Any] = {}
         try:
             await asyncio.wait_for(request.app.state.store.ping(), timeout=2)
@@ -148,8 +157,15 @@ def create_app(
         body = error_body("not_ready", "a dependency is not answering")
         return JSONResponse({**body, "checks": checks}, status_code=503)
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def prometheus(request: Request) -> Response:
+        """Prometheus text exposition: sessions, audio bytes, latencies, errors (of
+        every worker process)."""
         peers = request.app.state.peers
         if peers is None:
             body = metrics.generate()

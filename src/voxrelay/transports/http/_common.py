@@ -8,14 +8,16 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from fastapi import Depends, Request
-from pydantic import AfterValidator, BaseModel, ValidationError
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from voxrelay import logs
 from voxrelay.auth import Device, authenticate, bearer_token
 from voxrelay.config import SAMPLE_RATES
 from voxrelay.errors import ApiError, describe_validation, invalid
 from voxrelay.exceptions import Unauthorized
+from voxrelay.openapi import ACCESS_TOKEN, BEARER
 from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import SessionRecord, Store
 
@@ -30,7 +32,9 @@ def _check_rate(rate: int) -> int:
     return rate
 
 
-SampleRate = Annotated[int, AfterValidator(_check_rate)]
+SampleRate = Annotated[
+    int, AfterValidator(_check_rate), Field(json_schema_extra={"enum": list(SAMPLE_RATES)})
+]
 TurnDetectionName = Literal["server_vad", "manual"]
 
 
@@ -47,12 +51,17 @@ def _directory(request: Request) -> Directory:
     return directory
 
 
-async def _device(request: Request) -> Device:
+# Named for the document only (they never refuse a request): voxrelay.auth reads the token.
+_Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+_AccessToken = Annotated[str | None, Security(ACCESS_TOKEN)]
+
+
+async def _device(request: Request, _bearer: _Bearer) -> Device:
     transport = "upload" if request.scope["path"] == "/realtime/upload" else "http"
     return await _authenticated(request, bearer_token(request), transport)
 
 
-async def _stream_device(request: Request) -> Device:
+async def _stream_device(request: Request, _bearer: _Bearer, _query: _AccessToken) -> Device:
     # Browsers' EventSource cannot set headers: the stream alone takes ?access_token=.
     return await _authenticated(request, bearer_token(request, allow_query=True), "sse")
 
@@ -81,9 +90,9 @@ DirectoryDep = Annotated[Directory, Depends(_directory)]
 # -- request bodies ----------------------------------------------------------------------
 
 
-def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+def body_schema(model: type[BaseModel], *, required: bool = False) -> dict[str, Any]:
     schema = {"application/json": {"schema": model.model_json_schema()}}
-    return {"requestBody": {"content": schema, "required": False}}
+    return {"requestBody": {"content": schema, "required": required}}
 
 
 async def read_json(request: Request, model: type[_M]) -> _M:

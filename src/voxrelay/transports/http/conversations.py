@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from voxrelay.errors import invalid
+from voxrelay.openapi import AUTHENTICATED, errors
 from voxrelay.store import ConversationSummary, InvalidCursor, Message
 from voxrelay.transports.http._common import DeviceDep, DirectoryDep, StoreDep, time_json
 
-router = APIRouter()
+router = APIRouter(tags=["conversations"])
 
 
-@router.get("/conversations")
+@router.get("/conversations", responses=errors(*AUTHENTICATED, 422))
 async def list_conversations(
     device: DeviceDep,
     store: StoreDep,
@@ -22,6 +23,8 @@ async def list_conversations(
     before: str | None = None,
     userId: str | None = None,
 ) -> dict[str, Any]:
+    """The user's conversations, newest first, `limit` at a time; `before` (the last
+    id of a page, or an ISO-8601 time) pages on."""
     try:
         summaries = await store.list_conversations(
             device.acting_user(userId), limit=limit, before=before
@@ -33,7 +36,7 @@ async def list_conversations(
     return {"conversations": [_summary_json(s) for s in summaries]}
 
 
-@router.get("/conversations/{conversation_id}")
+@router.get("/conversations/{conversation_id}", responses=errors(*AUTHENTICATED, 404))
 async def get_conversation(
     conversation_id: str,
     device: DeviceDep,
@@ -41,6 +44,7 @@ async def get_conversation(
     directory: DirectoryDep,
     userId: str | None = None,
 ) -> dict[str, Any]:
+    """One conversation with its messages, oldest first, and its answers' latency."""
     conversation = await directory.conversation(conversation_id, device.acting_user(userId))
     messages = await store.list_messages(conversation_id)
     return {
@@ -54,7 +58,11 @@ async def get_conversation(
     }
 
 
-@router.delete("/conversations/{conversation_id}", status_code=204)
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    responses=errors(*AUTHENTICATED, 404, 503),
+)
 async def delete_conversation(
     conversation_id: str,
     device: DeviceDep,
@@ -62,6 +70,7 @@ async def delete_conversation(
     directory: DirectoryDep,
     userId: str | None = None,
 ) -> Response:
+    """Delete a conversation and its messages, ending its active session first."""
     await directory.end(conversation_id, device.acting_user(userId), "client_end")
     await store.delete_conversation(conversation_id)
     return Response(status_code=204)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from voxrelay.errors import invalid, not_found
+from voxrelay.openapi import AUTHENTICATED, BODY, errors
 from voxrelay.providers.base import SessionOptions
 from voxrelay.transports.http._common import (
     DeviceDep,
@@ -22,7 +23,7 @@ from voxrelay.transports.http._common import (
     session_json,
 )
 
-router = APIRouter()
+router = APIRouter(tags=["sessions"])
 
 
 class SessionRequest(BaseModel):
@@ -50,10 +51,17 @@ class EndRequest(BaseModel):
     userId: str | None = None
 
 
-@router.post("/realtime/session", status_code=201, openapi_extra=body_schema(SessionRequest))
+@router.post(
+    "/realtime/session",
+    status_code=201,
+    openapi_extra=body_schema(SessionRequest),
+    responses=errors(*AUTHENTICATED, 404, *BODY, 409, 429, 502, 503),
+)
 async def create_session(
     request: Request, device: DeviceDep, directory: DirectoryDep
 ) -> JSONResponse:
+    """Start a live session, in a new conversation or (with `conversationId`) an
+    existing one; then send it audio over Socket.IO, `/v1/realtime` or uploads."""
     body = await read_json(request, SessionRequest)
     options = SessionOptions(
         instructions=body.instructions,
@@ -72,7 +80,7 @@ async def create_session(
     return JSONResponse({"session": session_json(session)}, status_code=201)
 
 
-@router.get("/realtime/session/{session_id}")
+@router.get("/realtime/session/{session_id}", responses=errors(*AUTHENTICATED, 404, 503))
 async def get_session(
     session_id: str,
     device: DeviceDep,
@@ -80,6 +88,7 @@ async def get_session(
     directory: DirectoryDep,
     userId: str | None = None,
 ) -> dict[str, Any]:
+    """A session by id, live (`active`) or from the store (`ended`)."""
     user_id = device.acting_user(userId)
     live = await directory.session(session_id, user_id)
     if live is not None:
@@ -90,20 +99,28 @@ async def get_session(
     return {"session": session_json(record)}
 
 
-@router.post("/realtime/commit")
+@router.post("/realtime/commit", responses=errors(*AUTHENTICATED, 404, 409, 503))
 async def commit(
     device: DeviceDep,
     directory: DirectoryDep,
     conversationId: str | None = None,
     userId: str | None = None,
 ) -> dict[str, Any]:
+    """End the user's turn in a `manual` session: the audio sent so far is answered.
+    409 when the conversation has no active session."""
     session = await directory.live(conversationId, device.acting_user(userId))
     await session.commit()
     return {"conversationId": session.conversation_id, "status": "committed"}
 
 
-@router.post("/realtime/text", openapi_extra=body_schema(TextRequest))
+@router.post(
+    "/realtime/text",
+    openapi_extra=body_schema(TextRequest, required=True),
+    responses=errors(*AUTHENTICATED, 404, *BODY, 409, 503),
+)
 async def text(request: Request, device: DeviceDep, directory: DirectoryDep) -> dict[str, Any]:
+    """Send a typed user message to the conversation's active session, which answers
+    it as it would speech."""
     body = await read_json(request, TextRequest)
     if not body.text.strip():
         raise invalid("text must not be empty")
@@ -112,7 +129,7 @@ async def text(request: Request, device: DeviceDep, directory: DirectoryDep) -> 
     return {"conversationId": session.conversation_id, "itemId": item_id}
 
 
-@router.post("/realtime/interrupt")
+@router.post("/realtime/interrupt", responses=errors(*AUTHENTICATED, 404, 409, 422, 503))
 async def interrupt(
     device: DeviceDep,
     directory: DirectoryDep,
@@ -120,12 +137,18 @@ async def interrupt(
     playedMs: Annotated[int | None, Query(ge=0)] = None,
     userId: str | None = None,
 ) -> dict[str, Any]:
+    """Stop the answer being spoken; `playedMs` says how much of it the listener
+    heard, so the stored text is cut there."""
     session = await directory.live(conversationId, device.acting_user(userId))
     await session.interrupt(playedMs)
     return {"conversationId": session.conversation_id, "status": "interrupted"}
 
 
-@router.post("/realtime/end", openapi_extra=body_schema(EndRequest))
+@router.post(
+    "/realtime/end",
+    openapi_extra=body_schema(EndRequest),
+    responses=errors(*AUTHENTICATED, 404, *BODY, 503),
+)
 async def end(
     request: Request,
     device: DeviceDep,
@@ -133,6 +156,8 @@ async def end(
     directory: DirectoryDep,
     conversationId: str | None = None,
 ) -> dict[str, Any]:
+    """End the conversation's active session (if any); its messages stay stored.
+    `conversationId` may come in the body or the query."""
     body = await read_json(request, EndRequest)
     conversation_id = body.conversationId or conversationId
     if not conversation_id:

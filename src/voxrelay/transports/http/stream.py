@@ -13,6 +13,7 @@ from voxrelay import metrics
 from voxrelay.auth import Device
 from voxrelay.errors import invalid, not_found
 from voxrelay.eventlog import Cursor, ReplayGap, sse_frame
+from voxrelay.openapi import AUTHENTICATED, errors
 from voxrelay.providers.base import SessionOptions
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import LiveSession
@@ -24,10 +25,20 @@ from voxrelay.transports.http._common import (
     TurnDetectionName,
 )
 
-router = APIRouter()
+router = APIRouter(tags=["streaming"])
+
+_EVENTS = {
+    "description": "The session's events, one SSE frame each (`id:`, `event:`, `data:` JSON),"
+    " until the session ends.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
 
 
-@router.get("/realtime/stream", response_class=EventStreamResponse)
+@router.get(
+    "/realtime/stream",
+    response_class=EventStreamResponse,
+    responses={200: _EVENTS, **errors(*AUTHENTICATED, 404, 409, 422, 429, 502, 503)},
+)
 async def stream(
     request: Request,
     directory: DirectoryDep,
@@ -43,6 +54,9 @@ async def stream(
     lastEventId: Annotated[int | None, Query(ge=0)] = None,
     userId: str | None = None,
 ) -> EventStreamResponse:
+    """The session's events as Server-Sent Events: starts a session (or joins the
+    conversation's active one, or `sessionId`); a reconnect with `Last-Event-ID` (or
+    `lastEventId`) replays what it missed."""
     user_id = device.acting_user(userId)
     header = request.headers.get("last-event-id")
     if header is not None:

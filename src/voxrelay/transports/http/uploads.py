@@ -19,15 +19,26 @@ from fastapi import APIRouter, Query, Request
 from voxrelay import metrics
 from voxrelay.errors import ApiError
 from voxrelay.exceptions import SessionEnded, Unauthorized, VoxrelayError
+from voxrelay.openapi import AUTHENTICATED, BODY, errors
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession, Registry
 from voxrelay.transports.http._common import DeviceDep, DirectoryDep, SampleRate
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(tags=["streaming"])
 
 _AUDIO_TYPES = ("application/octet-stream", "audio/pcm", "audio/l16", "audio/x-pcm")
 _LEDGER = "upload_seq"
+_PCM = {"schema": {"type": "string", "format": "binary"}}
+# audio/l16 and audio/x-pcm are taken too, as aliases; the contract names these two.
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "Raw PCM16 little-endian mono, at `sampleRate` (the session's input"
+        " rate by default); sent chunked, it is forwarded as it arrives.",
+        "content": {"application/octet-stream": _PCM, "audio/pcm": _PCM},
+    }
+}
 
 
 class SeqLedger:
@@ -76,7 +87,11 @@ async def _ledger(
     return answer
 
 
-@router.post("/realtime/upload")
+@router.post(
+    "/realtime/upload",
+    openapi_extra=_BODY,
+    responses=errors(*AUTHENTICATED, 404, *BODY, 409, 429, 503),
+)
 async def upload(
     request: Request,
     device: DeviceDep,
@@ -86,6 +101,9 @@ async def upload(
     seq: Annotated[int | None, Query(ge=0)] = None,
     userId: str | None = None,
 ) -> dict[str, Any]:
+    """Audio for the conversation's active session: one long chunked body, or many
+    short ones numbered with `seq` (a retried `seq` answers the same and is not sent
+    twice)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _AUDIO_TYPES:
         raise ApiError(
