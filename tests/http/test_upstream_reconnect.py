@@ -349,3 +349,25 @@ async def test_socketio_clients_hear_the_reconnect_and_go_on(
             assert "error" not in names() and "session-ended" not in names()
         finally:
             await sock.disconnect()
+
+
+async def test_a_new_link_is_told_the_speech_in_progress_not_the_silence_before_it(
+    relay: RunningServer, fake: FakeRealtimeServer
+) -> None:
+    token = await relay.token()
+    async with VoxrelayClient(relay.url, token) as client:
+        session = await client.create_session(inputSampleRate=24000)
+        cid = session["conversationId"]
+        reader, _ = await _open(client, conversation_id=cid)
+        # Five seconds of a pause (too quiet for the upstream to hear speech in it).
+        quiet = b"\x01\x00" * 24000 * 5
+        await client.upload(cid, quiet)
+        await wait_until(lambda: len(fake.audio_received()) == len(quiet), seconds=5)
+        fake.drop()
+        await reader.wait_for("upstream_restored")
+        resent = fake.audio_received()
+        # Only the last second: speech that began just before the drop, were there any.
+        assert 0 < len(resent) <= 48000
+        assert quiet.endswith(resent)
+        await client.end(cid)
+        await reader.close()

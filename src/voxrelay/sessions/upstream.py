@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 # Speech just before a rollover that the old link may not have recognised as speech yet.
 _ROLLOVER_TAIL_SECONDS = 1.0
+# With the upstream detecting turns, audio kept while nobody speaks: enough for speech
+# that began just before a link dropped, not the silence of a whole pause.
+_QUIET_KEEP_SECONDS = 1.0
 # A link lost sooner than this after it was reopened is the same outage: the backoff
 # and the time spent without a link go on from where they were (an upstream that
 # takes the handshake and then drops every link must not be reopened in a tight
@@ -115,6 +118,7 @@ class Upstream:
         self._rollover_due = False
         self._rolling = False
         self._max_pending = int(policy.keep_audio_seconds * self.input_rate) * 2
+        self._max_quiet = int(_QUIET_KEEP_SECONDS * self.input_rate) * 2
         self._pending = bytearray()
         self._unanswered: _Unanswered | None = None
         self._responding: str | None = None
@@ -191,8 +195,11 @@ class Upstream:
     def _keep(self, pcm: bytes) -> None:
         pending = self._pending
         pending += pcm
-        if len(pending) > self._max_pending:
-            del pending[: len(pending) - self._max_pending]
+        limit = self._max_pending
+        if not self._speaking and self._options.turn_detection == "server_vad":
+            limit = self._max_quiet
+        if len(pending) > limit:
+            del pending[: len(pending) - limit]
 
     def _committed(self, item_id: str | None) -> None:
         turn = self._unanswered
