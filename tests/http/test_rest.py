@@ -134,6 +134,13 @@ async def test_unknown_ids_answer_not_found(client: VoxrelayClient) -> None:
     _error(await client.http.put("/conversations"), 405, "method_not_allowed")
 
 
+async def test_a_method_not_allowed_says_which_are(client: VoxrelayClient) -> None:
+    answer = await client.http.put("/conversations")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET"
+    assert answer.json()["error"]["code"] == "method_not_allowed"
+
+
 async def test_conversations_listing_order_and_paging(client: VoxrelayClient) -> None:
     ids = []
     for n in range(3):
