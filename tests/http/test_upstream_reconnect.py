@@ -365,6 +365,8 @@ async def test_a_new_link_is_told_the_speech_in_progress_not_the_silence_before_
         await wait_until(lambda: len(fake.audio_received()) == len(quiet), seconds=5)
         fake.drop()
         await reader.wait_for("upstream_restored")
+        # The fake records what it hears in its own thread: wait for it.
+        await wait_until(lambda: len(fake.audio_received()) > 0, seconds=5)
         resent = fake.audio_received()
         # Only the last second: speech that began just before the drop, were there any.
         assert 0 < len(resent) <= 48000
