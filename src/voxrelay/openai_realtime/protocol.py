@@ -6,13 +6,41 @@ Every name here follows the ``openai`` package's ``openai.types.realtime`` (GA) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 Dialect = Literal["ga", "beta"]
 
 # An upstream event, parsed and as it came (UTF-8 JSON).
 RawListener = Callable[[dict[str, Any], bytes], None]
+
+_log = logging.getLogger(__name__)
+
+
+class RawListeners:
+    """Who hears an upstream's own events: each listener while its block runs, each
+    told in turn (one that fails does not keep the event from the others)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[RawListener] = []
+
+    @contextlib.contextmanager
+    def subscribed(self, listener: RawListener) -> Iterator[None]:
+        self._listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._listeners.remove(listener)
+
+    def tell(self, event: dict[str, Any], raw: bytes) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, raw)
+            except Exception:
+                _log.exception("a listener of the upstream's events failed")
+
 
 # The protocol's PCM audio is 16-bit at 24 kHz, the only rate it takes.
 SAMPLE_RATE = 24000

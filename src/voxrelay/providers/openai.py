@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +42,7 @@ from voxrelay.openai_realtime.protocol import (
     SAMPLE_RATE,
     Dialect,
     RawListener,
+    RawListeners,
 )
 from voxrelay.providers.base import (
     PERMANENT_ERRORS,
@@ -103,7 +104,7 @@ class RealtimeProvider:
         self.on_raw = on_raw
         self.raw_session: dict[str, Any] | None = None
         self.raw_session_settled = False
-        self._raw_listeners: list[RawListener] = []
+        self._raw_listeners = RawListeners()
         self.transcription_model = transcription_model or _TRANSCRIBE_MODEL[dialect]
         self._headers = dict(headers)
         self._open_timeout = open_timeout
@@ -264,14 +265,9 @@ class RealtimeProvider:
             )
         await self._writable()
 
-    @contextlib.contextmanager
-    def raw_events(self, listener: RawListener) -> Iterator[None]:
+    def raw_events(self, listener: RawListener) -> contextlib.AbstractContextManager[None]:
         """Call ``listener`` with every upstream event while the block runs."""
-        self._raw_listeners.append(listener)
-        try:
-            yield
-        finally:
-            self._raw_listeners.remove(listener)
+        return self._raw_listeners.subscribed(listener)
 
     def _raw(self, event: dict[str, Any], message: bytes) -> None:
         kind = event.get("type")
@@ -283,11 +279,7 @@ class RealtimeProvider:
             self.raw_session_settled = self.raw_session_settled or kind == "session.updated"
         if self.on_raw is not None:
             self.on_raw(event, message)
-        for listener in list(self._raw_listeners):
-            try:
-                listener(event, message)
-            except Exception:
-                log.exception("a listener of %s's raw events failed", self.name)
+        self._raw_listeners.tell(event, message)
 
     async def send_raw(self, event: Mapping[str, Any]) -> None:
         """Send an upstream event as is (for pass-through transports)."""

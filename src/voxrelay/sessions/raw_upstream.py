@@ -8,10 +8,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from voxrelay.openai_realtime.protocol import RawListener
+from voxrelay.openai_realtime.protocol import RawListener, RawListeners
 from voxrelay.providers.base import HistoryMessage, Provider, RawProvider
 from voxrelay.sessions.upstream import Upstream, UpstreamPolicy
 
@@ -30,7 +30,7 @@ class RawUpstream(Upstream):
         self, factory: Callable[[], Provider], first: RawProvider, policy: UpstreamPolicy
     ) -> None:
         super().__init__(factory, first, policy)
-        self._raw_listeners: list[RawListener] = []
+        self._raw_listeners = RawListeners()
         self._updates: list[Mapping[str, Any]] = []
         self._queued: list[Mapping[str, Any]] = []
         self._links = 0
@@ -58,13 +58,8 @@ class RawUpstream(Upstream):
     def raw_session_settled(self) -> bool:
         return self._raw_link().raw_session_settled
 
-    @contextlib.contextmanager
-    def raw_events(self, listener: RawListener) -> Iterator[None]:
-        self._raw_listeners.append(listener)
-        try:
-            yield
-        finally:
-            self._raw_listeners.remove(listener)
+    def raw_events(self, listener: RawListener) -> contextlib.AbstractContextManager[None]:
+        return self._raw_listeners.subscribed(listener)
 
     async def _open_link(
         self, link: Provider, history: Sequence[HistoryMessage], ident: int
@@ -78,11 +73,7 @@ class RawUpstream(Upstream):
                 return
             if not first and event.get("type") == "session.created":
                 return  # a pass-through client has its session already
-            for listener in list(self._raw_listeners):
-                try:
-                    listener(event, raw)
-                except Exception:
-                    log.exception("a listener of the upstream's events failed")
+            self._raw_listeners.tell(event, raw)
 
         subscription = link.raw_events(forward)
         subscription.__enter__()
