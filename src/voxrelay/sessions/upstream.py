@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from voxrelay.events import (
+    AudioDelta,
     InputCommitted,
     ModelError,
     ModelEvent,
@@ -124,10 +125,6 @@ class Upstream:
         self._responding: str | None = None
         self._speaking = False
 
-    @property
-    def reconnecting(self) -> bool:
-        return self._link is None and not self._closed
-
     # -- Provider ---------------------------------------------------------------------
 
     async def open(
@@ -212,6 +209,10 @@ class Upstream:
         self._speaking = False
 
     def _on_event(self, event: ModelEvent) -> None:
+        if type(event) is AudioDelta:
+            # The answer's audio, the hot path: it changes nothing kept here.
+            self._emit(event)
+            return
         if isinstance(event, ModelError):
             if event.fatal:
                 self._lost(event.message)
