@@ -52,6 +52,11 @@ def _history(fake: FakeRealtimeServer, conn: int) -> list[tuple[str, str]]:
     ]
 
 
+def _exchanges(fake: FakeRealtimeServer, *said: str) -> list[tuple[str, str]]:
+    """(role, text) of each user message and the fake's answer to it, in order."""
+    return [pair for text in said for pair in (("user", text), ("assistant", fake.reply(text)))]
+
+
 def _answers(reader: EventReader) -> list[str]:
     return [
         str(e.data["text"])
@@ -87,21 +92,15 @@ async def test_a_dropped_link_is_reopened_with_the_conversation_so_far(
         second = fake.connections[-1].index
         assert second != first
         await wait_until(lambda: len(_history(fake, second)) == 2, seconds=5)
-        assert _history(fake, second) == [
-            ("user", "my name is Dana"),
-            ("assistant", fake.reply("my name is Dana")),
-        ]
+        assert _history(fake, second) == _exchanges(fake, "my name is Dana")
         await _turn(client, reader, cid, "what is my name")
         assert reader.of_type("conversation_ended") == []
         assert [e.data["code"] for e in reader.of_type("error")] == []
         await client.end(cid)
         await reader.close()
-    assert await stored_messages(relay, token, cid, 4) == [
-        ("user", "my name is Dana"),
-        ("assistant", fake.reply("my name is Dana")),
-        ("user", "what is my name"),
-        ("assistant", fake.reply("what is my name")),
-    ]
+    assert await stored_messages(relay, token, cid, 4) == _exchanges(
+        fake, "my name is Dana", "what is my name"
+    )
 
 
 async def test_an_answer_cut_by_a_drop_ends_failed_and_the_next_turn_works(
@@ -194,10 +193,7 @@ async def test_a_turn_waiting_for_its_answer_is_answered_by_the_new_link(
         assert _history(fake, latest) == [("user", "are you awake")]
         await client.end(cid)
         await reader.close()
-    assert await stored_messages(relay, token, cid, 2) == [
-        ("user", "are you awake"),
-        ("assistant", fake.reply("are you awake")),
-    ]
+    assert await stored_messages(relay, token, cid, 2) == _exchanges(fake, "are you awake")
 
 
 async def test_speech_not_yet_committed_reaches_the_new_link(
@@ -301,10 +297,7 @@ async def test_a_long_session_moves_to_a_fresh_link_at_a_turn_boundary_unheard(
         await wait_until(lambda: fake.connections[-1].index > first, seconds=5)
         fresh = fake.connections[-1].index
         await wait_until(lambda: len(_history(fake, fresh)) == 2, seconds=5)
-        assert _history(fake, fresh) == [
-            ("user", "remember the blue door"),
-            ("assistant", fake.reply("remember the blue door")),
-        ]
+        assert _history(fake, fresh) == _exchanges(fake, "remember the blue door")
         answer = await _turn(client, reader, cid, "which door")
         assert answer == fake.reply("which door")
         # Nobody heard the move: no reconnect, no error, no answer twice.
@@ -312,12 +305,9 @@ async def test_a_long_session_moves_to_a_fresh_link_at_a_turn_boundary_unheard(
         assert len(reader.of_type("response_done")) == 2
         await client.end(cid)
         await reader.close()
-    assert await stored_messages(relay, token, cid, 4) == [
-        ("user", "remember the blue door"),
-        ("assistant", fake.reply("remember the blue door")),
-        ("user", "which door"),
-        ("assistant", fake.reply("which door")),
-    ]
+    assert await stored_messages(relay, token, cid, 4) == _exchanges(
+        fake, "remember the blue door", "which door"
+    )
 
 
 async def test_socketio_clients_hear_the_reconnect_and_go_on(
