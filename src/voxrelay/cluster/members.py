@@ -150,6 +150,7 @@ class Cluster:
             async with asyncio.timeout(max(self._lease_seconds * 2, 5.0)):
                 return await self.owners.request(holder, header)
         except TimeoutError:
+            log.warning("cluster member %s did not answer %r in time", holder, header.get("op"))
             raise OwnerUnavailable() from None
 
     # -- the bus ---

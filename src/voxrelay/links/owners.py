@@ -161,9 +161,14 @@ class Owners:
             return client
         connecting = self._connecting.get(owner)
         if connecting is None:
-            connecting = asyncio.get_running_loop().create_task(self._connect(owner))
+            connecting = asyncio.get_running_loop().create_task(self._connected(owner))
             self._connecting[owner] = connecting
             connecting.add_done_callback(lambda _: self._connecting.pop(owner, None))
-        client = await asyncio.shield(connecting)
-        self.clients[owner] = client
+        return await asyncio.shield(connecting)
+
+    async def _connected(self, owner: Address) -> OwnerClient:
+        # Known as the owner's client the moment it exists: a request starting in the
+        # turn the connection is made finds it, rather than making a second one that
+        # would take the replies meant for the first.
+        client = self.clients[owner] = await self._connect(owner)
         return client
