@@ -4,14 +4,17 @@ with that transport's own refusal; other devices' connections go on."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import socketio
 from harness import EventReader, RunningServer, silence
 from openai_ws.realtime_ws_client import connect
 from websockets.exceptions import ConnectionClosed
 
+from voxrelay.auth import Device, KnownTokens
 from voxrelay.client import ApiError, VoxrelayClient
 from voxrelay.store import Store
 
@@ -117,3 +120,59 @@ async def test_the_compatible_websocket_closes_with_4401(server: RunningServer) 
         with pytest.raises(ConnectionClosed) as closed:
             await conversation.next(timeout=5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+def _token_checks(metrics: str) -> dict[str, float]:
+    counts = {}
+    for line in metrics.splitlines():
+        if line.startswith("voxrelay_token_checks_total{"):
+            source = line.split('source="')[1].split('"')[0]
+            counts[source] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def test_a_known_token_needs_no_query_and_a_revoked_one_is_refused_within_a_second(
+    launch,  # type: ignore[no-untyped-def]
+) -> None:
+    server: RunningServer = launch()  # the default check interval
+    token = await server.token("watch", "alice")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        before = _token_checks((await http.get("/metrics")).text)
+        headers = {"Authorization": f"Bearer {token}"}
+        for _ in range(5):
+            assert (await http.get("/conversations", headers=headers)).status_code == 200
+        after = _token_checks((await http.get("/metrics")).text)
+        assert after.get("database", 0) - before.get("database", 0) == 1
+        assert after["known"] - before.get("known", 0) == 4
+        await _revoke(server, "watch")
+        revoked = time.monotonic()
+        while (await http.get("/conversations", headers=headers)).status_code == 200:
+            assert time.monotonic() - revoked < 1.0, "a revoked token was let in a second later"
+            await asyncio.sleep(0.02)
+
+
+def test_known_tokens_trust_only_what_the_last_check_found_valid() -> None:
+    known = KnownTokens(trust_seconds=60)
+    watch, phone = Device("watch", "alice", "tok_1"), Device("phone", "alice", "tok_2")
+    known.add("hash-watch", watch)
+    known.add("hash-phone", phone)
+    check = known.checking()
+    assert check.token_ids == {"tok_1", "tok_2"}
+    tablet = Device("tablet", "alice", "tok_3")
+    known.add("hash-tablet", tablet)  # let in while the check ran
+    known.checked(check, active={"tok_1"})
+    assert known.get("hash-watch") == watch
+    assert known.get("hash-phone") is None  # revoked: looked up again
+    assert known.get("hash-tablet") == tablet
+
+
+def test_known_tokens_go_stale_without_a_check_and_are_bounded() -> None:
+    stale = KnownTokens(trust_seconds=0.0)
+    stale.add("hash", Device("watch", "alice", "tok_1"))
+    time.sleep(0.01)
+    assert stale.get("hash") is None
+    few = KnownTokens(trust_seconds=60, capacity=2)
+    for n in range(3):
+        few.add(f"hash-{n}", Device(f"d{n}", "alice", f"tok_{n}"))
+    assert few.get("hash-0") is None
+    assert few.get("hash-2") is not None

@@ -50,6 +50,12 @@ SLOW_CLIENT_DROPS = Counter(
     "Connections dropped because the client stopped reading what was sent to it",
     ["transport"],
 )
+TOKEN_CHECKS = Counter(
+    "voxrelay_token_checks_total",
+    "Tokens presented, by where they were checked: known (let in lately and still"
+    " valid at the last revocation check, no query) or database",
+    ["source"],
+)
 REPLAYED_EVENTS = Counter(
     "voxrelay_replayed_events_total", "Events sent again to a reconnecting listener"
 )

@@ -14,6 +14,8 @@ from .ids import TOKEN_ID_PREFIX, check_user_id, device_user, hash_token, new_id
 from .models import DeviceTokenRow
 from .records import TOKEN_KINDS, DeviceToken, TokenKind
 
+_IDS_PER_QUERY = 500
+
 
 class TokenStore(StoreBase):
     async def create_token(
@@ -91,15 +93,21 @@ class TokenStore(StoreBase):
 
     async def active_token_ids(self, ids: Collection[str]) -> set[str]:
         """Which of the token ids ``ids`` are not revoked (nor deleted)."""
-        if not ids:
-            return set()
+        wanted = list(ids)
+        active: set[str] = set()
+        if not wanted:
+            return active
         async with self._session.begin() as s:
-            found = await s.scalars(
-                select(DeviceTokenRow.id).where(
-                    DeviceTokenRow.id.in_(list(ids)), DeviceTokenRow.revoked_at.is_(None)
+            # In slices: SQLite bounds how many values one statement may bind.
+            for start in range(0, len(wanted), _IDS_PER_QUERY):
+                found = await s.scalars(
+                    select(DeviceTokenRow.id).where(
+                        DeviceTokenRow.id.in_(wanted[start : start + _IDS_PER_QUERY]),
+                        DeviceTokenRow.revoked_at.is_(None),
+                    )
                 )
-            )
-            return set(found)
+                active.update(found)
+        return active
 
     async def authenticate(self, token: str) -> DeviceToken | None:
         """The active token record matching ``token``, else None (unknown or revoked)."""

@@ -68,7 +68,7 @@ async def _stream_device(request: Request, _bearer: _Bearer, _query: _AccessToke
 
 async def _authenticated(request: Request, token: str | None, transport: str) -> Device:
     try:
-        device = await authenticate(_store(request), token)
+        device = await authenticate(_store(request), token, request.app.state.revocations.known)
     except Unauthorized as error:
         client = request.client.host if request.client else None
         log.warning(

@@ -55,7 +55,7 @@ async def realtime(websocket: WebSocket) -> None:
     device: Device | None = None
     refusal = ""
     try:
-        device = await authenticate(store, _token(websocket, offered))
+        device = await authenticate(store, _token(websocket, offered), app.state.revocations.known)
     except Unauthorized as error:
         refusal = error.message
         client = websocket.client.host if websocket.client else None

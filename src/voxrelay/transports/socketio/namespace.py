@@ -143,7 +143,9 @@ class RealtimeNamespace:
         query = parse_qs(environ.get("QUERY_STRING", ""))
         given = auth if isinstance(auth, dict) else {}
         try:
-            device = await authenticate(self._store, _token(given, environ, query))
+            device = await authenticate(
+                self._store, _token(given, environ, query), self._app.state.revocations.known
+            )
         except Unauthorized as error:
             client = (environ.get("asgi.scope") or {}).get("client") or (None,)
             log.warning(
