@@ -14,6 +14,7 @@ way while the database refuses them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -32,6 +33,8 @@ from voxrelay.providers.base import EmitModelEvent
 from voxrelay.sessions.transcripts import TranscriptWriter
 from voxrelay.store import Store, Usage, UsageRecord, new_id
 from voxrelay.store.base import utcnow
+
+log = logging.getLogger(__name__)
 
 _NO_TOKENS = TokenUsage()
 _NOTHING_HEARD = TranscriptionUsage()
@@ -100,9 +103,13 @@ class UsageMeter:
 
         def emit(event: ModelEvent) -> None:
             first(event)
-            meter(event)
-            if then is not None:
-                then(event)
+            try:
+                meter(event)
+                if then is not None:
+                    then(event)
+            except Exception:
+                # Whatever goes wrong with counting, the conversation goes on.
+                log.exception("metering an upstream event failed")
 
         return emit
 
