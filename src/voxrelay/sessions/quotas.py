@@ -19,7 +19,6 @@ pass the last free place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -202,7 +201,9 @@ class QuotaWatch:
         elif isinstance(event, ResponseDone):
             self._responding.discard(event.response_id)
         elif isinstance(event, UpstreamReconnecting):
+            # The old link's turns are over; the new one names what it is sent again.
             self._speaking = False
+            self._untranscribed.clear()
         else:
             return
         if self._reason is not None:
@@ -220,9 +221,14 @@ class QuotaWatch:
         session, limits = self._session, self._quotas.limits
         try:
             if limits.conversation_seconds:
-                earlier = await self._quotas.conversation_seconds(
-                    session.user_id, session.conversation_id, not_session=session.id
-                )
+                try:
+                    earlier = await self._quotas.conversation_seconds(
+                        session.user_id, session.conversation_id, not_session=session.id
+                    )
+                except Exception as error:
+                    # Checked at the start already: this session's own time still counts.
+                    log.warning("could not read the conversation's earlier time: %s", error)
+                    earlier = 0.0
                 left = limits.conversation_seconds - earlier
                 self._later(max(0.0, left), self._conversation_time)
             if limits.seconds_per_day:
@@ -302,6 +308,5 @@ class QuotaWatch:
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        with contextlib.suppress(Exception):
-            log.error("a quota check failed", exc_info=task.exception())
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("a quota check failed", exc_info=error)
