@@ -132,6 +132,14 @@ def test_serve_refuses_a_cloud_provider_without_its_key(env: dict[str, str]) -> 
     assert "unknown provider" in unknown.stderr
 
 
+def test_serve_refuses_a_price_table_it_cannot_use(env: dict[str, str], tmp_path: Path) -> None:
+    table = tmp_path / "prices.toml"
+    table.write_text('[models."gpt-realtime"]\ninput_txt = 4.0\n')
+    result = _run("serve", "--provider", "echo", env={**env, "VOXRELAY_PRICES": str(table)})
+    assert result.returncode == 2
+    assert "VOXRELAY_PRICES: models.gpt-realtime: unknown ['input_txt']" in result.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ CASES = [
     (exceptions.ConversationBusy(), 409, "conversation_busy"),
     (exceptions.NoActiveSession(), 409, "no_active_session"),
     (exceptions.SessionEnded(), 409, "no_active_session"),
+    (exceptions.QuotaExceeded("the daily token quota is used up"), 429, "quota_exceeded"),
     (exceptions.ServerClosing(), 503, "server_shutdown"),
     (exceptions.UpstreamUnavailable("refused: HTTP 401"), 502, "upstream_unavailable"),
     (exceptions.OwnerUnavailable(), 503, "owner_unavailable"),

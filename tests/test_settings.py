@@ -119,3 +119,29 @@ def test_connection_and_pace_limits_have_safe_defaults_and_refuse_negatives() ->
     assert (changed.max_sessions_per_device, changed.header_timeout_seconds) == (0, 2.5)
     with pytest.raises(ValueError, match="max_upload_realtime_factor must be 0 or more"):
         Settings(max_upload_realtime_factor=-1)
+
+
+def test_limits_per_user_are_off_by_default_and_refuse_negatives() -> None:
+    settings = Settings.from_env({})
+    names = (
+        "quota_tokens_per_day",
+        "quota_minutes_per_day",
+        "max_sessions_per_user",
+        "max_conversation_seconds",
+    )
+    assert [getattr(settings, name) for name in names] == [0, 0, 0, 0]
+    assert settings.prices is None
+    changed = Settings.from_env(
+        {
+            "VOXRELAY_QUOTA_TOKENS_PER_DAY": "200000",
+            "VOXRELAY_QUOTA_MINUTES_PER_DAY": "1.5",
+            "VOXRELAY_MAX_SESSIONS_PER_USER": "3",
+            "VOXRELAY_MAX_CONVERSATION_SECONDS": "600",
+            "VOXRELAY_PRICES": "prices.toml",
+        }
+    )
+    assert [getattr(changed, name) for name in names] == [200000, 1.5, 3, 600]
+    assert changed.prices == "prices.toml"
+    for name in names:
+        with pytest.raises(ValueError, match=f"{name} must be 0 or more"):
+            Settings(**{name: -1})

@@ -1,5 +1,5 @@
 """The database refusing writes mid-conversation: loud (an error event, /readyz 503)
-and lossless (every message lands, in order, once it takes writes again). Against a
+and lossless (every message and usage record lands, in order, once it takes writes again). Against a
 real PostgreSQL made read-only and writable again."""
 
 from __future__ import annotations
@@ -97,6 +97,10 @@ async def test_messages_wait_for_the_database_and_land_in_order(
             raise AssertionError("/readyz stayed 503 once writes landed")
         await client.end(cid)
         await reader.close()
+        # Each answer's usage waited with the messages: all three landed, each once.
+        usage = (await client.conversation(cid))["usage"]
+        assert usage["responses"] == 3
+        assert usage["inputTextTokens"] == 3  # a token per word typed (the echo provider)
 
 
 async def test_a_database_file_deleted_from_under_the_server_is_noticed(

@@ -410,6 +410,40 @@ async def test_metrics_add_up_every_worker(cluster: Cluster) -> None:
             await reader.close()
 
 
+# -- limits per user ---------------------------------------------------------------------------
+
+
+async def test_live_sessions_per_user_are_counted_over_every_worker(tmp_path: Path) -> None:
+    cluster = await asyncio.to_thread(
+        _start, tmp_path, VOXRELAY_MAX_SESSIONS_PER_USER="2", VOXRELAY_MAX_SESSIONS_PER_DEVICE="0"
+    )
+    try:
+        names = [f"conv_q{n}" for n in range(100)]
+        on_0 = [cid for cid in names if cluster.owner(cid) == 0]
+        on_1 = [cid for cid in names if cluster.owner(cid) == 1]
+        async with VoxrelayClient(cluster.url, cluster.token) as client:
+            await client.create_session(conversationId=on_0[0])
+            await client.create_session(conversationId=on_1[0])
+            # A third, held by either worker, would be one too many for alice.
+            for cid in (on_0[1], on_1[1]):
+                answer = await client.http.post("/realtime/session", json={"conversationId": cid})
+                assert answer.status_code == 429, answer.text
+                assert answer.json()["error"]["code"] == "quota_exceeded"
+            await client.end(on_0[0])
+            await client.end(on_1[0])
+
+            # Six starting at once on both workers: never more than two get through.
+            tries = on_0[2:5] + on_1[2:5]
+            answers = await asyncio.gather(
+                *(client.http.post("/realtime/session", json={"conversationId": c}) for c in tries)
+            )
+            statuses = sorted(a.status_code for a in answers)
+            assert 1 <= statuses.count(201) <= 2, statuses
+            assert set(statuses) <= {201, 429}
+    finally:
+        assert _stop(cluster) == 0
+
+
 # -- stopping and failing ----------------------------------------------------------------------
 
 

@@ -247,11 +247,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from voxrelay.pricing import load_prices
     from voxrelay.providers import provider_factory
 
     settings = _settings(args)
     _check_port(settings)  # fail now on a port another program holds
     provider_factory(settings)  # on missing credentials
+    load_prices(settings.prices)  # on a price table that cannot be used
     _check_database(settings)  # and on a database the server could not start with
     if settings.workers > 1:
         from voxrelay.workers import supervisor

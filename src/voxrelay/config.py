@@ -71,6 +71,15 @@ class Settings:
     # Live sessions one device token may hold at once in one process (0: no limit);
     # one more answers 429 ``too_many_sessions``.
     max_sessions_per_device: int = 8
+    # Limits per user, each off at 0 (see docs/usage.md). Tokens (model and transcription)
+    # and minutes of live sessions since UTC midnight; live sessions at once, in every
+    # process; the longest a conversation may be live, over all its sessions.
+    quota_tokens_per_day: int = 0
+    quota_minutes_per_day: float = 0.0
+    max_sessions_per_user: int = 0
+    max_conversation_seconds: float = 0.0
+    # A price table (a TOML or JSON file, or JSON itself) that usage is priced from.
+    prices: str | None = None
     # Audio a client sends faster than this many times real time, sustained, is
     # refused (429 ``audio_too_fast``); 0 turns the check off.
     max_upload_realtime_factor: float = 10.0
@@ -123,6 +132,10 @@ class Settings:
             "header_timeout_seconds",
             "body_idle_timeout_seconds",
             "max_sessions_per_device",
+            "quota_tokens_per_day",
+            "quota_minutes_per_day",
+            "max_sessions_per_user",
+            "max_conversation_seconds",
             "max_upload_realtime_factor",
             "upload_burst_seconds",
         ):

@@ -53,6 +53,7 @@ _STATUS: dict[type[exceptions.VoxrelayError], int] = {
     exceptions.InvalidRequest: 400,
     exceptions.TooLarge: 413,
     exceptions.TooManySessions: 429,
+    exceptions.QuotaExceeded: 429,
     exceptions.AudioTooFast: 429,
     exceptions.RequestTimeout: 408,
     exceptions.NotFound: 404,

@@ -40,10 +40,40 @@ class TranscriptDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """What the model billed for one response, as the upstream reports it. Input counts
+    include the cached part (a subset, split into text and audio where reported)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_text_tokens: int = 0
+    input_audio_tokens: int = 0
+    cached_tokens: int = 0
+    cached_text_tokens: int = 0
+    cached_audio_tokens: int = 0
+    output_text_tokens: int = 0
+    output_audio_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionUsage:
+    """What the transcription of one user turn was billed: by tokens, or (a model
+    billed by audio duration) by ``seconds``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_text_tokens: int = 0
+    input_audio_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class TranscriptDone:
     role: Role
     item_id: str
     text: str
+    # A user turn's transcription, where the upstream reports what it cost.
+    usage: TranscriptionUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +136,8 @@ class AudioDelta:
 class ResponseDone:
     response_id: str
     status: ResponseStatus
+    # What the response cost, where the provider reports it.
+    usage: TokenUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)

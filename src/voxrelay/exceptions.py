@@ -60,6 +60,13 @@ class TooManySessions(VoxrelayError):
     code = "too_many_sessions"
 
 
+class QuotaExceeded(VoxrelayError):
+    """The user reached one of the limits set per user (tokens or minutes a day, live
+    sessions, a conversation's length): no new session starts."""
+
+    code = "quota_exceeded"
+
+
 class AudioTooFast(VoxrelayError):
     """Audio arrives much faster than it can be spoken: the chunk is not forwarded."""
 
@@ -131,6 +138,7 @@ BY_NAME: dict[str, type[VoxrelayError]] = {
         InvalidRequest,
         TooLarge,
         TooManySessions,
+        QuotaExceeded,
         AudioTooFast,
         RequestTimeout,
         NotFound,

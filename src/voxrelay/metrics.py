@@ -73,6 +73,37 @@ RELAY_LATENCY = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 
+USAGE_TOKENS = Counter(
+    "voxrelay_usage_tokens_total",
+    "Tokens the upstream reported, by provider, model and kind (input_text, input_audio,"
+    " input_cached: part of the two before, output_text, output_audio,"
+    " transcription_input, transcription_output)",
+    ["provider", "model", "kind"],
+)
+USAGE_AUDIO_SECONDS = Counter(
+    "voxrelay_usage_audio_seconds_total",
+    "Seconds of audio sent to the upstream (direction=in) and of answer audio from it (out)",
+    ["provider", "model", "direction"],
+)
+USAGE_TRANSCRIPTION_SECONDS = Counter(
+    "voxrelay_usage_transcription_seconds_total",
+    "Seconds of user audio a transcription model billed by duration reported",
+    ["provider", "model"],
+)
+USAGE_RESPONSES = Counter(
+    "voxrelay_usage_responses_total", "Responses whose usage was recorded", ["provider", "model"]
+)
+USAGE_COST = Counter(
+    "voxrelay_usage_cost_usd_total",
+    "Cost of the recorded usage from the price table (VOXRELAY_PRICES), in USD",
+    ["provider", "model"],
+)
+QUOTA_REFUSALS = Counter(
+    "voxrelay_quota_exceeded_total",
+    "Sessions refused at start (stage=start) or ended (stage=live) for a limit reached, by limit",
+    ["limit", "stage"],
+)
+
 AUDIO_IN = {t: AUDIO_BYTES.labels(direction="in", transport=t) for t in AUDIO_TRANSPORTS}
 AUDIO_OUT = AUDIO_BYTES.labels(direction="out", transport="")
 UPSTREAM_LATENCY = {

@@ -33,6 +33,7 @@ TAGS = [
         " for clients without WebSockets (docs/clients.md, 'watchOS and plain HTTP').",
     },
     {"name": "conversations", "description": "Stored conversations and their messages."},
+    {"name": "usage", "description": "What a user used: tokens, audio, time, cost."},
     {"name": "operations", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 

@@ -11,6 +11,10 @@ field outside the models slipped through (the models allow extras, so plain vali
 would not catch a misspelt name). Failures land in ``validation_errors``; a test that
 drives the fake should end with ``assert fake.validation_errors == []``.
 
+Usage is reported as OpenAI reports it, with numbers of the fake's own that differ from
+turn to turn: every ``response.done`` carries ``usage`` (see ``_usage``), every input
+transcription its ``usage`` (by duration for whisper-1, else by tokens).
+
 Use it in the test's own loop::
 
     async with FakeRealtimeServer(dialect="ga") as fake:
@@ -194,6 +198,9 @@ class _Conn:
     speech_item: str | None = None
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     audio_ms: dict[str, int] = field(default_factory=dict)  # assistant item -> audio length
+    input_ms: dict[str, int] = field(default_factory=dict)  # user audio item -> its length
+    # The previous response's input tokens (text, audio): the prefix a new one finds cached.
+    last_input: tuple[int, int] = (0, 0)
     last_user_text: str = ""
     response: _Response | None = None
 
@@ -785,6 +792,7 @@ class FakeRealtimeServer:
             "content": [{"type": "input_audio", "transcript": None}],
         }
         conn.items[item_id] = item
+        conn.input_ms[item_id] = len(pcm) // BYTES_PER_MS
         await self._item_added(conn, item, previous, done=True)
         transcript = self.transcribe(pcm)
         conn.last_user_text = transcript
@@ -810,7 +818,7 @@ class FakeRealtimeServer:
                 "item_id": item_id,
                 "content_index": 0,
                 "transcript": transcript,
-                "usage": {"type": "duration", "seconds": round(len(pcm) / (SAMPLE_RATE * 2), 3)},
+                "usage": _transcription_usage(transcription.get("model"), pcm, transcript),
             },
         )
 
@@ -954,6 +962,44 @@ class FakeRealtimeServer:
             )
         return obj
 
+    def _usage(self, conn: _Conn, response: _Response, said: str, audio_ms: int) -> dict[str, Any]:
+        """``response.done``'s ``usage`` as OpenAI counts it: the input is the whole
+        conversation before the answer (instructions, every item's text, and audio: user
+        audio at one token per 100 ms, earlier answers' at one per 50 ms), of which the
+        previous response's input is cached; the output is the answer's words and its
+        audio at one token per 50 ms. So every turn's numbers differ."""
+        text = len(str(conn.session.get("instructions") or "").split())
+        audio = 0
+        for item_id, item in conn.items.items():
+            if item_id == response.item_id:
+                continue
+            for part in item.get("content") or []:
+                text += len(str(part.get("text") or "").split())
+                if item.get("role") == "assistant":
+                    text += len(str(part.get("transcript") or "").split())
+            audio += conn.input_ms.get(item_id, 0) // 100 + conn.audio_ms.get(item_id, 0) // 50
+        cached_text, cached_audio = min(conn.last_input[0], text), min(conn.last_input[1], audio)
+        conn.last_input = (text, audio)
+        details: dict[str, Any] = {
+            "text_tokens": text,
+            "audio_tokens": audio,
+            "cached_tokens": cached_text + cached_audio,
+        }
+        if self.dialect == "ga":
+            details["cached_tokens_details"] = {
+                "text_tokens": cached_text,
+                "audio_tokens": cached_audio,
+                "image_tokens": 0,
+            }
+        words, audio_out = len(said.split()), audio_ms // 50
+        return {
+            "total_tokens": text + audio + words + audio_out,
+            "input_tokens": text + audio,
+            "output_tokens": words + audio_out,
+            "input_token_details": details,
+            "output_token_details": {"text_tokens": words, "audio_tokens": audio_out},
+        }
+
     async def _run_response(self, conn: _Conn, response: _Response) -> None:
         beta = self.dialect == "beta"
         audio_delta = "response.audio.delta" if beta else "response.output_audio.delta"
@@ -1032,19 +1078,27 @@ class FakeRealtimeServer:
             await self._send(
                 conn, {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
             )
-        words = len(said.split())
-        audio_tokens = samples * 1000 // SAMPLE_RATE // 50
-        usage = {
-            "total_tokens": 10 + words + audio_tokens,
-            "input_tokens": 10,
-            "output_tokens": words + audio_tokens,
-            "input_token_details": {"text_tokens": 10, "audio_tokens": 0, "cached_tokens": 0},
-            "output_token_details": {"text_tokens": words, "audio_tokens": audio_tokens},
-        }
         status = "cancelled" if cancelled else "completed"
+        usage = self._usage(conn, response, said, samples * 1000 // SAMPLE_RATE)
         done = self._response_object(conn, response, status, [item], usage)
         conn.response = None
         await self._send(conn, {"type": "response.done", "response": done})
+
+
+def _transcription_usage(model: Any, pcm: bytes, transcript: str) -> dict[str, Any]:
+    """What OpenAI bills a transcription: whisper-1 by the audio's duration, the
+    gpt-4o transcribe models by tokens (audio at one per 100 ms in, words out)."""
+    ms = len(pcm) // BYTES_PER_MS
+    if model == "whisper-1":
+        return {"type": "duration", "seconds": round(ms / 1000, 3)}
+    audio, words = ms // 100, len(transcript.split())
+    return {
+        "type": "tokens",
+        "input_tokens": audio,
+        "output_tokens": words,
+        "total_tokens": audio + words,
+        "input_token_details": {"text_tokens": 0, "audio_tokens": audio},
+    }
 
 
 def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:

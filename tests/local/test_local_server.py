@@ -44,4 +44,10 @@ async def test_spoken_turn_through_the_server(launch: Callable[..., RunningServe
             ("user", "go forward ten meters"),
             ("assistant", "You said: go forward ten meters"),
         ]
+        # Offline, nothing is billed by the token; the audio each way is still counted.
+        usage = (await client.conversation(conversation_id))["usage"]
+        assert usage["inputTokens"] == usage["outputTokens"] == 0
+        assert usage["responses"] == 1
+        assert abs(usage["audioOutSeconds"] - len(samples) / 24000) < 0.1
+        assert abs(usage["audioInSeconds"] - (len(speech) / 2 / rate + 1.0)) < 0.1
         await reader.close()

@@ -92,6 +92,11 @@ class VoxrelayClient:
     async def delete_conversation(self, conversation_id: str) -> None:
         await self._call("DELETE", f"/conversations/{conversation_id}")
 
+    async def usage(self, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        """``GET /usage?from=&to=``: ``{"usage": {...}, "from", "to"}``."""
+        params = {k: v for k, v in {"from": since, "to": until}.items() if v is not None}
+        return await self._call("GET", "/usage", params=params)
+
     # the live conversation
 
     async def events(

@@ -14,8 +14,10 @@ from voxrelay.events import (
     ResponseStatus,
     SpeechStarted,
     SpeechStopped,
+    TokenUsage,
     TranscriptDelta,
     TranscriptDone,
+    TranscriptionUsage,
 )
 from voxrelay.openai_realtime.protocol import (
     ASSISTANT_TEXT_DELTAS,
@@ -52,7 +54,8 @@ def model_event(event: dict[str, Any]) -> ModelEvent | None:
         delta = event.get("delta")
         return TranscriptDelta("user", event["item_id"], delta) if delta else None
     if kind == "conversation.item.input_audio_transcription.completed":
-        return TranscriptDone("user", event["item_id"], event["transcript"])
+        usage = transcription_usage(event.get("usage"))
+        return TranscriptDone("user", event["item_id"], event["transcript"], usage)
     if kind == "conversation.item.input_audio_transcription.failed":
         error = event.get("error") or {}
         code = error.get("code") or "transcription_failed"
@@ -61,7 +64,8 @@ def model_event(event: dict[str, Any]) -> ModelEvent | None:
         return ResponseStarted(event["response"]["id"])
     if kind == "response.done":
         response = event["response"]
-        return ResponseDone(response["id"], _STATUS.get(response.get("status"), "failed"))
+        status = _STATUS.get(response.get("status"), "failed")
+        return ResponseDone(response["id"], status, response_usage(response.get("usage")))
     if kind == "error":
         error = event.get("error") or {}
         code = error.get("code") or error.get("type") or "error"
@@ -69,3 +73,53 @@ def model_event(event: dict[str, Any]) -> ModelEvent | None:
             return None
         return ModelError(code, error.get("message") or "")
     return None
+
+
+def response_usage(usage: Any) -> TokenUsage | None:
+    """A ``response.done``'s ``usage`` (the same in both dialects); None when absent."""
+    if not isinstance(usage, dict):
+        return None
+    given = _details(usage, "input_token_details")
+    cached = _details(given, "cached_tokens_details")
+    output = _details(usage, "output_token_details")
+    return TokenUsage(
+        input_tokens=_count(usage, "input_tokens"),
+        output_tokens=_count(usage, "output_tokens"),
+        input_text_tokens=_count(given, "text_tokens"),
+        input_audio_tokens=_count(given, "audio_tokens"),
+        cached_tokens=_count(given, "cached_tokens"),
+        cached_text_tokens=_count(cached, "text_tokens"),
+        cached_audio_tokens=_count(cached, "audio_tokens"),
+        output_text_tokens=_count(output, "text_tokens"),
+        output_audio_tokens=_count(output, "audio_tokens"),
+    )
+
+
+def transcription_usage(usage: Any) -> TranscriptionUsage | None:
+    """A transcription's ``usage``: ``{"type": "tokens", ...}`` for the models billed by
+    token, ``{"type": "duration", "seconds"}`` for those billed by audio time."""
+    if not isinstance(usage, dict):
+        return None
+    if usage.get("type") == "duration":
+        seconds = usage.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            seconds = 0.0
+        return TranscriptionUsage(seconds=max(0.0, float(seconds)))
+    given = _details(usage, "input_token_details")
+    return TranscriptionUsage(
+        input_tokens=_count(usage, "input_tokens"),
+        output_tokens=_count(usage, "output_tokens"),
+        input_text_tokens=_count(given, "text_tokens"),
+        input_audio_tokens=_count(given, "audio_tokens"),
+    )
+
+
+def _details(usage: dict[str, Any], name: str) -> dict[str, Any]:
+    details = usage.get(name)
+    return details if isinstance(details, dict) else {}
+
+
+def _count(usage: dict[str, Any], name: str) -> int:
+    """A token count; anything but a non-negative integer (absent, null) counts 0."""
+    value = usage.get(name)
+    return value if type(value) is int and value > 0 else 0

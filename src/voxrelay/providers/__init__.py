@@ -54,3 +54,14 @@ def warm_up(settings: Settings) -> None:
         from voxrelay.providers._recognition import decoder_pool
 
         threading.Thread(target=decoder_pool().prewarm, name="asr-prewarm", daemon=True).start()
+
+
+def model_name(settings: Settings) -> str:
+    """The model a session's usage is recorded (and priced) under."""
+    if settings.provider == "openai":
+        return settings.openai_model
+    if settings.provider == "azure":
+        return settings.azure_deployment or "azure"
+    if settings.provider == "local" and settings.local_llm_model:
+        return settings.local_llm_model
+    return settings.provider

@@ -5,6 +5,11 @@ Spoken turns are detected by signal energy (or ended by ``commit``) and
 answered with the user's own audio played back; typed turns are answered
 with "You said: ..." and a tone as long as the words would take to say.
 Used as the zero-configuration default and by tests and benchmarks.
+
+Each answer reports its usage, made up the same way every time: input, one token per
+word typed or per 100 ms of the user's turn; output, one token per word of the answer
+and per 50 ms of its audio (what of it was sent, when it is cut short). Nothing is
+cached, and nothing is counted for turns before this one.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from voxrelay.events import (
     ModelEvent,
     ResponseDone,
     ResponseStarted,
+    ResponseStatus,
     SpeechStarted,
     SpeechStopped,
+    TokenUsage,
     TranscriptDelta,
     TranscriptDone,
 )
@@ -87,7 +94,7 @@ class EchoProvider:
 
     async def send_text(self, item_id: str, text: str) -> None:
         self._history.append(HistoryMessage("user", text))
-        self._respond(f"You said: {text}", _tone(_spoken_ms(text)))
+        self._respond(f"You said: {text}", _tone(_spoken_ms(text)), typed=len(text.split()))
 
     async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
         if self._response is not None and not self._response.done():
@@ -144,27 +151,30 @@ class EchoProvider:
         heard = f"({duration_ms(len(audio), RATE) / 1000:.2f} seconds of audio)"
         self._emit(TranscriptDone("user", item_id, heard))
         self._history.append(HistoryMessage("user", heard))
-        self._respond(f"You said: {heard}", audio)
+        self._respond(f"You said: {heard}", audio, spoken_ms=duration_ms(len(audio), RATE))
 
-    def _respond(self, text: str, audio: bytes) -> None:
+    def _respond(self, text: str, audio: bytes, *, typed: int = 0, spoken_ms: float = 0) -> None:
         if self._response is not None and not self._response.done():
             self._response.cancel()
+        heard = (typed, int(spoken_ms) // 100)
         self._response = asyncio.get_running_loop().create_task(
-            self._stream_response(self._next_id("resp"), self._next_id("item"), text, audio)
+            self._stream_response(self._next_id("resp"), self._next_id("item"), text, audio, heard)
         )
 
     async def _stream_response(
-        self, response_id: str, item_id: str, text: str, audio: bytes
+        self, response_id: str, item_id: str, text: str, audio: bytes, heard: tuple[int, int]
     ) -> None:
         self._emit(ResponseStarted(response_id))
         words = text.split(" ")
         chunks = [audio[i : i + CHUNK_BYTES] for i in range(0, len(audio), CHUNK_BYTES)]
         said: list[str] = []
-        status: str = "completed"
+        status: ResponseStatus = "completed"
+        sent = 0
         try:
             for index in range(max(len(words), len(chunks))):
                 if index < len(chunks):
                     self._emit(AudioDelta(response_id, item_id, chunks[index]))
+                    sent += len(chunks[index])
                 if index < len(words):
                     delta = words[index] if index == 0 else " " + words[index]
                     said.append(delta)
@@ -175,7 +185,20 @@ class EchoProvider:
         spoken = "".join(said)
         self._emit(TranscriptDone("assistant", item_id, spoken))
         self._history.append(HistoryMessage("assistant", spoken))
-        self._emit(ResponseDone(response_id, "completed" if status == "completed" else "cancelled"))
+        usage = _usage(heard, len(said), int(duration_ms(sent, RATE)) // 50)
+        self._emit(ResponseDone(response_id, status, usage))
+
+
+def _usage(heard: tuple[int, int], words: int, audio: int) -> TokenUsage:
+    typed, spoken = heard
+    return TokenUsage(
+        input_tokens=typed + spoken,
+        output_tokens=words + audio,
+        input_text_tokens=typed,
+        input_audio_tokens=spoken,
+        output_text_tokens=words,
+        output_audio_tokens=audio,
+    )
 
 
 # However long the text, one answer's audio is bounded: a provider bounds its own

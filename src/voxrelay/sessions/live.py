@@ -19,7 +19,9 @@ from voxrelay.exceptions import InvalidRequest, TooLarge
 from voxrelay.providers.base import RawEvents, SessionOptions, TurnDetection
 from voxrelay.store.ids import storable
 
-EndReason = Literal["client_end", "idle_timeout", "server_shutdown", "upstream_failed"]
+EndReason = Literal[
+    "client_end", "idle_timeout", "server_shutdown", "upstream_failed", "quota_exceeded"
+]
 # What a listener reads from the log (``LiveSession.attached``): everything from now on
 # (``all``), everything and, after a reconnect, what it missed (``replays``: an SSE
 # stream), nothing of the audio (``no_audio``: a pass-through WebSocket, which hears

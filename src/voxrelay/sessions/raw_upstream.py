@@ -88,7 +88,9 @@ class RawUpstream(Upstream):
             audio = event.get("audio")
             if isinstance(audio, str):
                 with contextlib.suppress(ValueError):
-                    self._keep(base64.b64decode(audio))
+                    pcm = base64.b64decode(audio)
+                    self._keep(pcm)
+                    self.audio_in_bytes += len(pcm)
         elif kind == "input_audio_buffer.commit":
             self._committed(None)
         elif kind == "input_audio_buffer.clear":

@@ -15,14 +15,18 @@ from voxrelay import metrics
 from voxrelay.config import Settings
 from voxrelay.events import ModelEvent
 from voxrelay.exceptions import ConversationBusy, ServerClosing, UpstreamUnavailable
+from voxrelay.pricing import load_prices
+from voxrelay.providers import model_name
 from voxrelay.providers.base import HistoryMessage, Provider, ProviderError
 from voxrelay.sessions.live import EndReason, StartRequest
 from voxrelay.sessions.pacing import AudioPace
 from voxrelay.sessions.per_device import DeviceSessions
+from voxrelay.sessions.quotas import Limits, Quotas
 from voxrelay.sessions.raw_upstream import upstream_for
 from voxrelay.sessions.session import Session
 from voxrelay.sessions.transcripts import TranscriptWriter, WriteHealth
-from voxrelay.sessions.upstream import UpstreamPolicy
+from voxrelay.sessions.upstream import Upstream, UpstreamPolicy
+from voxrelay.sessions.usage import UsageMeter
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ class Registry:
         self._starting: dict[str, asyncio.Lock] = {}
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
         self._devices = DeviceSessions(settings.max_sessions_per_device)
+        self._quotas = Quotas(store, Limits.from_settings(settings))
+        self._prices = load_prices(settings.prices)
         # The device that opened each session, given back when it ends.
         self._device_of: dict[str, str] = {}
         self._closing = False
@@ -87,6 +93,7 @@ class Registry:
                     if request.join_active:
                         return active, False
                     raise ConversationBusy()
+                await self._quotas.check_start(request.user_id, conversation_id)
                 self._devices.take(request.device)
                 try:
                     session = await self._open(request)
@@ -94,6 +101,7 @@ class Registry:
                     self._devices.give_back(request.device)
                     raise
                 self._device_of[session.id] = request.device
+                await self._quotas.check_started(session)
                 return session, True
         finally:
             if not lock.locked():
@@ -178,7 +186,9 @@ class Registry:
             on_active=lambda: self._disarm_idle_timer(session),
             on_idle=lambda: self._arm_idle_timer(session),
         )
-        inbox.deliver_to(session.on_model_event)
+        meter = self._meter(session, provider, transcripts)
+        watch = self._quotas.watch(session, meter)
+        inbox.deliver_to(meter.following(session.on_model_event, watch.on_event if watch else None))
         self._sessions[session.id] = session
         self._by_conversation[conversation_id] = session
         session.start()
@@ -201,6 +211,24 @@ class Registry:
         asyncio.get_running_loop().create_task(self._forget_when_ended(session))
         self._arm_idle_timer(session)
         return session
+
+    def _meter(
+        self, session: Session, upstream: Upstream, transcripts: TranscriptWriter
+    ) -> UsageMeter:
+        return UsageMeter(
+            store=self._store,
+            writer=transcripts,
+            user_id=session.user_id,
+            conversation_id=session.conversation_id,
+            session_id=session.id,
+            provider=self._settings.provider,
+            model=model_name(self._settings),
+            transcription_model=session.raw.transcription_model if session.raw else None,
+            input_rate=upstream.input_rate,
+            output_rate=upstream.output_rate,
+            audio_in=lambda: upstream.audio_in_bytes,
+            prices=self._prices,
+        )
 
     async def _refuse_when_closing(self, provider: Provider, session_id: str | None = None) -> None:
         """``end_all`` may run while a session opens (its upstream link, its record): one

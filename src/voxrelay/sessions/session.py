@@ -103,7 +103,7 @@ class Session:
         # Requests apply one at a time, in order (FIFO); an uncontended acquire never waits.
         self._order = asyncio.Lock()
         self._transcripts = transcripts
-        transcripts.on_failing = lambda: self._publish_error(*STORAGE_UNAVAILABLE)
+        transcripts.on_failing = lambda: self.publish_error(*STORAGE_UNAVAILABLE)
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         self._max_text_chars = max_text_chars
@@ -332,7 +332,7 @@ class Session:
 
     def _upstream_refused(self, what: str, error: Exception) -> None:
         log.warning("upstream rejected %s: %s", what, error)
-        self._publish_error("upstream_error", "the upstream did not take the request")
+        self.publish_error("upstream_error", "the upstream did not take the request")
 
     def _record_user_text(self, item_id: str, text: str) -> None:
         position = self._items.position_of(item_id)
@@ -403,7 +403,7 @@ class Session:
         elif isinstance(event, ResponseDone):
             self._on_response_done(event)
         elif isinstance(event, ModelError):
-            self._publish_error(event.code, event.message)
+            self.publish_error(event.code, event.message)
         elif isinstance(event, UpstreamReconnecting):
             data = {"reason": event.reason, "responseId": event.response_id}
             self.log.append("upstream_reconnecting", data)
@@ -495,6 +495,6 @@ class Session:
             "transcript", {"role": role, "itemId": item_id, "text": text, "final": True}
         )
 
-    def _publish_error(self, code: str, message: str) -> None:
+    def publish_error(self, code: str, message: str) -> None:
         if not self.log.closed:
             self.log.append("error", {"code": code, "message": message})

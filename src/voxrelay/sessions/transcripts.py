@@ -1,4 +1,5 @@
-"""The transcript writer: a session's finished messages, stored in order off the audio path.
+"""The transcript writer: a session's finished messages (and its usage records), stored in
+order off the audio path.
 
 A write the database refuses is kept, with every one after it, and tried again
 with backoff for as long as the session lives (and for a bounded time once it
@@ -62,6 +63,8 @@ class TranscriptWriter:
         self._health = health
         # Called when writes start failing (the session tells its listeners).
         self.on_failing: Callable[[], None] = lambda: None
+        # Called as the writer closes, to queue the session's last writes (its usage).
+        self.on_closing: list[Callable[[], None]] = []
         self._retry_after_end = retry_after_end_seconds
         self._give_up_at: float | None = None
         self._writes: asyncio.Queue[_Write | None] = asyncio.Queue()
@@ -110,6 +113,11 @@ class TranscriptWriter:
 
         self._writes.put_nowait(write)
 
+    def later(self, write: _Write) -> None:
+        """Queue another write of the session's (a usage record), in order with its
+        messages and retried as they are; it must be safe to repeat."""
+        self._writes.put_nowait(write)
+
     def said(self) -> list[HistoryMessage]:
         """This session's messages so far, in conversation order."""
         return [message for _, message in sorted(self._said.values(), key=lambda m: m[0])]
@@ -117,6 +125,8 @@ class TranscriptWriter:
     async def close(self) -> None:
         """Store everything queued so far (a failing database is tried for a bounded
         time more), then stop."""
+        for closing in self.on_closing:
+            closing()
         self._give_up_at = time.monotonic() + self._retry_after_end
         self._writes.put_nowait(None)
         if self._task is not None:
@@ -128,7 +138,7 @@ class TranscriptWriter:
             if not await self._land(write):
                 lost = self._writes.qsize()  # the None that ends the queue included
                 log.error(
-                    "gave up storing %d messages of %s: the database does not take them",
+                    "gave up storing %d writes of %s: the database does not take them",
                     lost,
                     self._session_id,
                 )
@@ -146,7 +156,7 @@ class TranscriptWriter:
                 if not failing:
                     failing = True
                     log.error(
-                        "storing a message of %s failed; keeping it and trying again: %s",
+                        "storing a write of %s failed; keeping it and trying again: %s",
                         self._session_id,
                         error,
                     )

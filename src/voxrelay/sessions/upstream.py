@@ -97,6 +97,8 @@ class Upstream:
         self._latest: Provider = first
         self.input_rate = first.input_rate
         self.output_rate = first.output_rate
+        # Client audio handed upstream so far (at ``input_rate``), each byte once.
+        self.audio_in_bytes = 0
         # What a new link is told: the conversation before this session, then this
         # session's messages (set by the session's owner).
         self.earlier: Sequence[HistoryMessage] = ()
@@ -138,6 +140,7 @@ class Upstream:
 
     async def send_audio(self, pcm: bytes) -> None:
         self._keep(pcm)
+        self.audio_in_bytes += len(pcm)
         if self._link is not None:
             await self._link.send_audio(pcm)
 

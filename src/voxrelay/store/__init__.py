@@ -1,4 +1,5 @@
-"""Persistent storage: tokens (devices' and services'), conversations, messages, sessions.
+"""Persistent storage: tokens (devices' and services'), conversations, messages, sessions,
+usage.
 
 SQLAlchemy 2 async on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL
 (``postgresql+asyncpg://...``); the schema is migrated by Alembic at
@@ -25,6 +26,8 @@ from .records import (
     Message,
     SessionRecord,
     TokenKind,
+    Usage,
+    UsageRecord,
 )
 from .store import Store
 
@@ -45,6 +48,8 @@ __all__ = [
     "Store",
     "StoreError",
     "TokenKind",
+    "Usage",
+    "UsageRecord",
     "alembic_config",
     "hash_token",
     "make_engine",

@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -126,7 +127,11 @@ class MessageRow(Base):
 
 class SessionRow(Base):
     __tablename__ = "sessions"
-    __table_args__ = (CheckConstraint("status IN ('active', 'ended')", name="status"),)
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'ended')", name="status"),
+        # A user's live sessions (the per-user limit).
+        Index(None, "user_id", "status"),
+    )
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     conversation_id: Mapped[str] = mapped_column(
@@ -141,3 +146,41 @@ class SessionRow(Base):
     output_sample_rate: Mapped[int] = mapped_column(Integer)
     turn_detection: Mapped[str] = mapped_column(String(32))
     options: Mapped[dict[str, Any] | None]
+
+
+class UsageRecordRow(Base):
+    """What one response (or the rest of a session after its last one) used. Not tied to
+    its conversation by a foreign key: usage outlives a deleted conversation, so
+    deleting one neither hides what it cost nor gives a user's quota back."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index(None, "user_id", "created_at"),
+        Index(None, "conversation_id"),
+        Index(None, "session_id"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String)
+    conversation_id: Mapped[str] = mapped_column(Id)
+    session_id: Mapped[str] = mapped_column(Id)
+    response_id: Mapped[str | None] = mapped_column(String)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime]
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    input_text_tokens: Mapped[int] = mapped_column(Integer)
+    input_audio_tokens: Mapped[int] = mapped_column(Integer)
+    input_cached_tokens: Mapped[int] = mapped_column(Integer)
+    output_text_tokens: Mapped[int] = mapped_column(Integer)
+    output_audio_tokens: Mapped[int] = mapped_column(Integer)
+    transcription_input_tokens: Mapped[int] = mapped_column(Integer)
+    transcription_output_tokens: Mapped[int] = mapped_column(Integer)
+    transcription_seconds: Mapped[float] = mapped_column(Float)
+    audio_in_seconds: Mapped[float] = mapped_column(Float)
+    audio_out_seconds: Mapped[float] = mapped_column(Float)
+    # Wall-clock time of the session since its previous record (or its start).
+    session_seconds: Mapped[float] = mapped_column(Float)
+    # USD, from the price table in force when it was recorded; None: not priced.
+    cost: Mapped[float | None] = mapped_column(Float)

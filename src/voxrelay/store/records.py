@@ -75,3 +75,67 @@ class SessionRecord:
     output_sample_rate: int
     turn_detection: str
     options: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Amounts of use: one record's, or the sum of many. Input token counts include
+    their cached part; ``responses`` counts the records that closed a response."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_text_tokens: int = 0
+    input_audio_tokens: int = 0
+    input_cached_tokens: int = 0
+    output_text_tokens: int = 0
+    output_audio_tokens: int = 0
+    transcription_input_tokens: int = 0
+    transcription_output_tokens: int = 0
+    transcription_seconds: float = 0.0
+    audio_in_seconds: float = 0.0
+    audio_out_seconds: float = 0.0
+    session_seconds: float = 0.0
+    responses: int = 0
+    # USD; None when nothing in it was priced.
+    cost: float | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Every token billed: the model's input and output, and transcription's."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.transcription_input_tokens
+            + self.transcription_output_tokens
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        sums = {
+            name: getattr(self, name) + getattr(other, name)
+            for name in USAGE_AMOUNTS
+            if name != "cost"
+        }
+        if self.cost is None or other.cost is None:
+            cost = other.cost if self.cost is None else self.cost
+        else:
+            cost = self.cost + other.cost
+        return Usage(**sums, cost=cost)
+
+
+USAGE_AMOUNTS = tuple(Usage.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """What one response used, or (``response_id`` None) the rest of a session after
+    its last response."""
+
+    id: str
+    user_id: str
+    conversation_id: str
+    session_id: str
+    response_id: str | None
+    provider: str
+    model: str
+    created_at: datetime
+    usage: Usage

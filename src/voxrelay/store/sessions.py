@@ -7,7 +7,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .base import StoreBase, rowcount, utcnow
@@ -84,6 +84,16 @@ class SessionStore(StoreBase):
         async with self._session.begin() as s:
             found = await s.scalars(select(SessionRow.id).where(SessionRow.status == "active"))
             return list(found)
+
+    async def count_active_sessions(self, user_id: str) -> int:
+        """How many sessions of the user are marked active, in every process."""
+        async with self._session.begin() as s:
+            found = await s.scalar(
+                select(func.count())
+                .select_from(SessionRow)
+                .where(SessionRow.user_id == user_id, SessionRow.status == "active")
+            )
+            return int(found or 0)
 
     async def end_stale_sessions(
         self, reason: str = "server_shutdown", *, only: Callable[[str], bool] | None = None

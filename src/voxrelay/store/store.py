@@ -1,4 +1,4 @@
-"""The storage API: tokens, conversations, messages and sessions.
+"""The storage API: tokens, conversations, messages, sessions and usage.
 
 One code path for SQLite (``sqlite+aiosqlite``) and PostgreSQL
 (``postgresql+asyncpg``). Every method is one short transaction on a pooled
@@ -24,18 +24,19 @@ from .engine import migrate as migrate_schema
 from .messages import MessageStore
 from .sessions import SessionStore
 from .tokens import TokenStore
+from .usage import UsageStore
 
 PING_TIMEOUT = 5.0
 
 log = logging.getLogger(__name__)
 
 
-class Store(TokenStore, ConversationStore, MessageStore, SessionStore):
+class Store(TokenStore, ConversationStore, MessageStore, SessionStore, UsageStore):
     """Persistent state of voxrelay. Build it with :meth:`open`, release it with :meth:`close`.
 
-    Its methods on tokens, conversations, messages and sessions come from one
-    part each (``TokenStore``, ``ConversationStore``, ``MessageStore``, ``SessionStore``),
-    all on the one engine."""
+    Its methods on tokens, conversations, messages, sessions and usage come from one
+    part each (``TokenStore``, ``ConversationStore``, ``MessageStore``, ``SessionStore``,
+    ``UsageStore``), all on the one engine."""
 
     @classmethod
     async def open(

@@ -11,6 +11,7 @@ from voxrelay.errors import invalid
 from voxrelay.openapi import AUTHENTICATED, errors
 from voxrelay.store import ConversationSummary, InvalidCursor, Message
 from voxrelay.transports.http._common import DeviceDep, DirectoryDep, StoreDep, time_json
+from voxrelay.transports.http.usage import usage_json
 
 router = APIRouter(tags=["conversations"])
 
@@ -44,9 +45,16 @@ async def get_conversation(
     directory: DirectoryDep,
     userId: str | None = None,
 ) -> dict[str, Any]:
-    """One conversation with its messages, oldest first, and its answers' latency."""
+    """One conversation with its messages, oldest first, its answers' latency and its
+    usage."""
     conversation = await directory.conversation(conversation_id, device.acting_user(userId))
     messages = await store.list_messages(conversation_id)
+    # Usage outlives a deleted conversation: none of an earlier one that had this id.
+    usage = await store.usage(
+        user_id=conversation.user_id,
+        conversation_id=conversation_id,
+        since=conversation.created_at,
+    )
     return {
         "conversation": {
             "id": conversation.id,
@@ -54,6 +62,7 @@ async def get_conversation(
             "updatedAt": time_json(conversation.updated_at),
             "messages": [_message_json(m) for m in messages],
             "latency": _latency_json(messages),
+            "usage": usage_json(usage),
         }
     }
 

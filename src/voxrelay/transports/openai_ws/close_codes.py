@@ -8,13 +8,15 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_INVALID = 4400
-# The device holds as many live sessions as it may (HTTP's 429).
+# The device holds as many live sessions as it may, or the user reached a limit of
+# theirs (HTTP's 429).
 CLOSE_TOO_MANY = 4429
 CLOSE_FOR_REASON = {
     "client_end": 1000,
     "idle_timeout": 1000,
     "server_shutdown": 1012,
     "upstream_failed": 1011,
+    "quota_exceeded": CLOSE_TOO_MANY,
 }
 # Close codes a client sends when it is done: the conversation ends at once. Any other
 # ending (a lost link) leaves the session its grace period, waiting for a reconnect.

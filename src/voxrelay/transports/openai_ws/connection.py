@@ -24,6 +24,7 @@ from voxrelay.eventlog import ReplayGap
 from voxrelay.exceptions import (
     Forbidden,
     NotFound,
+    QuotaExceeded,
     ServerClosing,
     SessionEnded,
     TooManySessions,
@@ -221,7 +222,7 @@ class Connection:
             await self.refuse(CLOSE_UNAUTHORIZED, "invalid_api_key", error.message)
         elif isinstance(error, Forbidden):
             await self.refuse(CLOSE_FORBIDDEN, error.code, error.message)
-        elif isinstance(error, TooManySessions):
+        elif isinstance(error, TooManySessions | QuotaExceeded):
             await self.refuse(CLOSE_TOO_MANY, error.code, error.message)
         elif http_status(error) < 500:
             await self.refuse(CLOSE_INVALID, "invalid_request", error.message)

@@ -17,8 +17,11 @@ from voxrelay.providers.base import SessionOptions
 from voxrelay.sessions import LiveSession
 
 # Errors the session itself reports (not the upstream's own error events, which a
-# pass-through client already receives raw).
-RELAY_ERRORS = frozenset({"upstream_failed", "upstream_error", "upstream_unavailable"})
+# pass-through client already receives raw); ``quota_exceeded`` comes just before the
+# conversation ends for a limit of the user's.
+RELAY_ERRORS = frozenset(
+    {"upstream_failed", "upstream_error", "upstream_unavailable", "quota_exceeded"}
+)
 
 
 class Link(Protocol):
