@@ -283,12 +283,7 @@ class Processes:
         return sum(process_cpu(pid) for pid in self.server_pids())
 
     def rss_bytes(self, pids: list[int] | None = None) -> int:
-        total = 0
-        for pid in self.server_pids() if pids is None else pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        return total
+        return rss_bytes(self.server_pids() if pids is None else pids)
 
     def watch(self) -> dict[str, list[int]]:
         """The processes whose CPU a measurement reads over its steady window."""
@@ -360,6 +355,16 @@ class Processes:
 # -- CPU -----------------------------------------------------------------------------------
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
 
 
 def process_cpu(pid: int) -> float:
@@ -444,6 +449,8 @@ class CpuProbe(threading.Thread):
         self.pids, self.window = pids, window
         self.cpu: dict[str, float] = {}
         self.seconds = 0.0
+        # The server's resident memory at the end of the window, every session streaming.
+        self.server_rss = 0
 
     def _sample(self) -> tuple[float, dict[str, float]]:
         cpu = {name: sum(process_cpu(pid) for pid in pids) for name, pids in self.pids.items()}
@@ -456,6 +463,7 @@ class CpuProbe(threading.Thread):
         t0, before = self._sample()
         time.sleep(max(0.0, self.window[1] - time.monotonic()))
         t1, after = self._sample()
+        self.server_rss = rss_bytes(self.pids.get("server", []))
         self.cpu = {name: after[name] - before[name] for name in before}
         self.seconds = t1 - t0
 
@@ -482,6 +490,7 @@ class Run:
     # "clients" (all worker processes, each measured over its own view of the window).
     cpu: dict[str, float] = field(default_factory=dict)
     window: float = 0.0
+    server_rss: int = 0
     processes: int = 0
     # With several nodes: how many of the run's conversations each node held.
     holders: dict[str, int] = field(default_factory=dict)
@@ -650,6 +659,7 @@ def run_clients(
     run = Run([trace for r in results for trace in r["traces"]], processes=count, holders=held)
     if not commit:
         probe.join()
+        run.server_rss = probe.server_rss
         run.window = probe.seconds
         run.cpu = dict(probe.cpu)
         # Each worker measured itself; scale its share to the parent's window.
@@ -776,10 +786,13 @@ def measure(
     watch = processes.watch()
     holders = processes.holders if processes.redis_url else None
     relays: dict[str, tuple[Run, float]] = {}
+    # The server's resident memory growth per session, all of them streaming.
+    streaming_rss: dict[str, int] = {}
     pings: dict[str, dict[str, float]] = {}
     for kind in kinds:
         tags = [f"bench:{run_id}:{kind}:{i}" for i in range(n)]
         cpu_before = processes.cpu_seconds()
+        rss_before = processes.rss_bytes(watch["server"])
         with contextlib.ExitStack() as stack:
             redis = None
             if processes.redis_url is not None:
@@ -794,6 +807,7 @@ def measure(
                 holders=holders,
             )
         relays[kind] = run, processes.cpu_seconds() - cpu_before
+        streaming_rss[kind] = (run.server_rss - rss_before) // n
         if redis is not None:
             pings[kind] = redis.summary()
     direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
@@ -853,6 +867,7 @@ def measure(
             # Over the whole run, including the connect and close of every session.
             "cpu_seconds_per_session_minute_whole_run": round(cpu / (n * seconds / 60), 4),
             "steady_cpu": steady,
+            "streaming_memory_bytes_per_session": streaming_rss[kind],
         }
         if relay.holders:
             result["held_by"] = relay.holders
@@ -945,7 +960,7 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = [
         f"{'transport':15} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
         f"{'down p50/p99/max added ms':>27} | {'cpu s/sess-min':>14} {'cores':>5} | "
-        f"{'harness us/chunk':>16}",
+        f"{'harness us/chunk':>16} | {'KiB/sess':>8}",
     ]
     for r in results:
         up, down = r["upstream"]["added"], r["downstream"]["added"]
@@ -956,7 +971,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{up['p50']:>7.2f} {up['p99']:>8.2f} {up['max']:>9.2f} | "
             f"{down['p50']:>7.2f} {down['p99']:>9.2f} {down['max']:>9.2f} | "
             f"{r['cpu_seconds_per_session_minute']:>14.3f} {steady['server_cores']:>5.2f} | "
-            f"{harness['upstream_us_per_chunk']:>7.1f} {harness['clients_us_per_chunk']:>8.1f}"
+            f"{harness['upstream_us_per_chunk']:>7.1f} {harness['clients_us_per_chunk']:>8.1f} | "
+            f"{r['streaming_memory_bytes_per_session'] / 1024:>8.0f}"
         )
     return "\n".join(lines)
 

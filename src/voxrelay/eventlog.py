@@ -74,6 +74,13 @@ class ReplayGap:
     resumed_at: int
 
 
+def _exact(json: bytes) -> bytes:
+    """``json`` in a buffer of its own size. orjson hands back its output in the
+    buffer it wrote it into, 4 KiB at least: held in the log for a minute, that
+    would be most of a session's memory."""
+    return memoryview(json).tobytes()
+
+
 class EventLog:
     def __init__(self, *, keep_seconds: float, max_bytes: int, last_id: int = 0) -> None:
         self._events: deque[_Entry] = deque()
@@ -106,7 +113,7 @@ class EventLog:
         if self._closed:
             raise LogClosed("event log is closed")
         when = time.monotonic() if at is None else at
-        entry = (self._last_id + 1, type, when, orjson.dumps(data))
+        entry = (self._last_id + 1, type, when, _exact(orjson.dumps(data)))
         self._add(entry)
         event = Event(*entry)
         event._data = data

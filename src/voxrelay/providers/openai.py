@@ -65,6 +65,7 @@ _STATUS_HINTS = {
 # Keepalive pings while the upstream is silent; a link that stops answering is lost.
 _PING_IDLE_SECONDS = 20.0
 _MAX_MESSAGE_BYTES = 64 << 20
+_READ_BUFFER_BYTES = 4096
 _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 # An item id an upstream takes back as it is (the ids it makes itself, and ours).
 _REUSABLE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{ITEM_ID_MAX}}}")
@@ -135,6 +136,9 @@ class RealtimeProvider:
                     auto_ping_idle_timeout=_PING_IDLE_SECONDS,
                     auto_ping_reply_timeout=_PING_IDLE_SECONDS,
                     max_frame_size=_MAX_MESSAGE_BYTES,
+                    # Grown as frames need (an answer's audio); an idle link holds
+                    # this much, 16 KiB by default.
+                    read_buffer_init_size=_READ_BUFFER_BYTES,
                     logger_name="voxrelay.upstream",
                 )
         except WSHandshakeError as exc:
