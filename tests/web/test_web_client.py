@@ -154,6 +154,7 @@ def test_a_typed_turn_in_hebrew_reads_right_to_left(visit: Open) -> None:
     assert "thinking" in _states(page)
     page.wait_for_function("() => Number(document.body.dataset.audioSoundFrames) >= 5")
     expect(page.locator("#log .turn")).to_have_count(2)
+    expect(page.locator("#log .who")).to_have_text(["You", "Assistant"])
 
 
 def test_a_dropped_stream_resumes_from_its_last_event(visit: Open, web_server: WebServer) -> None:
@@ -228,6 +229,7 @@ def test_speaking_over_the_answer_stops_it_where_it_was_heard(
     # page shows the same.
     assert kept and full.startswith(kept[0].rstrip(" .…")) and len(kept[0]) < len(full)
     expect(page.locator("#log .turn.assistant .bubble")).to_have_text(kept[0])
+    expect(page.locator("#log .turn.assistant .who")).to_have_text("Assistant (interrupted)")
     page.keyboard.up("Space")
     page.get_by_role("button", name="End conversation").click()
 

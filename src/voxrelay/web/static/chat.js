@@ -58,19 +58,29 @@ export class Transcript {
   // before they spoke over it: shown as such.
   final(role, itemId, text) {
     const turn = this.turn(role, itemId);
-    const cut = turn.dataset.final === "true";
+    const body = turn.querySelector(".bubble");
+    const cut = turn.dataset.final === "true" && role === "assistant" && body.textContent !== text;
     if (!text && !cut) {
       turn.remove();
       this.turns.delete(`${role}:${itemId}`);
       return;
     }
-    turn.querySelector(".bubble").textContent = text;
+    body.textContent = text;
     turn.dataset.final = "true";
-    if (cut) {
-      turn.dataset.interrupted = "true";
-      turn.querySelector(".who").textContent = `${WHO[role] || role} (interrupted)`;
-    }
+    if (cut) this.mark(turn);
     this.scroll();
+  }
+
+  // The user spoke over this answer: it shows as interrupted (its text follows as
+  // far as it was heard).
+  interrupted(itemId) {
+    const turn = this.turns.get(`assistant:${itemId}`);
+    if (turn) this.mark(turn);
+  }
+
+  mark(turn) {
+    turn.dataset.interrupted = "true";
+    turn.querySelector(".who").textContent = `${WHO[turn.dataset.role] || turn.dataset.role} (interrupted)`;
   }
 
   note(text) {

@@ -151,11 +151,13 @@ export class Conversation {
         this.set("thinking");
         break;
       case "transcript":
+        if (data.role === "assistant") this.answerItem = data.itemId;
         if (data.final) transcript.final(data.role, data.itemId, data.text);
         else transcript.delta(data.role, data.itemId, data.delta);
         break;
       case "response_started":
         this.responding = data.responseId;
+        this.answerItem = null;
         if (this.phase !== "speaking") this.set("thinking");
         break;
       case "audio":
@@ -185,6 +187,7 @@ export class Conversation {
     if (!responseId) return;
     const heard = this.player.stop(responseId);
     this.responding = null;
+    if (this.answerItem) this.view.transcript.interrupted(this.answerItem);
     this.api.interrupt(this.conversationId, heard).catch(() => {});
   }
 
@@ -215,9 +218,15 @@ export class Conversation {
   }
 
   async end() {
-    if (this.ended) return;
+    if (this.ended || this.ending) return;
+    this.ending = true;
+    // No more audio: what is in flight may be refused once the session is over.
+    if (this.uploader) this.uploader.stop();
+    if (this.microphone) this.microphone.stop();
     try {
       if (this.conversationId) await this.api.end(this.conversationId);
+    } catch {
+      // Ended here all the same; the server ends an abandoned session after its grace period.
     } finally {
       this.finish("Conversation ended");
     }
@@ -243,6 +252,7 @@ export class Conversation {
   }
 
   failed(error) {
+    if (this.ending || this.ended) return;
     this.finish(null);
     this.view.state("error", `Error: ${error.message}`);
   }
