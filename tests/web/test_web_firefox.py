@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from firefox_bidi import Firefox, PulseAudio
 from services import require_program_or_skip
-from web_pages import PHONE, WebServer, speech_wav
+from web_pages import PHONE, WebServer, heard_the_recording, speech_wav
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,6 +51,13 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
         raise failures[0]
 
 
+_LISTENING = "document.getElementById('status').dataset.state === 'listening'"
+
+
+def _interrupts(browser: Firefox) -> list[str]:
+    return [u for u in browser.requests if urlsplit(u).path == "/realtime/interrupt"]
+
+
 def _dataset(name: str) -> str:
     return f"Number(document.body.dataset.{name} || 0)"
 
@@ -67,6 +74,11 @@ def test_a_conversation_in_firefox(
         await browser.start(program, tmp_path, pulse.env)
         try:
             await _conversation(browser, pulse, web_server, tmp_path)
+        except BaseException:
+            # What the page showed and asked, for the failure's report.
+            print("transcript:", await browser.evaluate("document.getElementById('log').innerText"))
+            print("requests:", [u for u in browser.requests if "/realtime/upload" not in u])
+            raise
         finally:
             await browser.close()
 
@@ -96,7 +108,7 @@ async def _conversation(
         "document.querySelector('#log .turn.user[data-final=\"true\"] .bubble')?.textContent", 30
     )
     saying.wait(10)
-    assert "go forward" in said
+    assert heard_the_recording(said), said
     answer = '#log .turn.assistant[data-final="true"] .bubble'
     assert (
         await browser.wait_for(f"document.querySelector('{answer}')?.textContent")
@@ -104,6 +116,7 @@ async def _conversation(
     )
     await browser.wait_for(f"{_dataset('audioSoundFrames')} >= 10")
     assert await browser.evaluate(_dataset("uploads")) > 10
+    await browser.wait_for(_LISTENING)  # the answer played out
 
     # Typed, in Hebrew: laid out right to left.
     hebrew = "שלום, מה שלומך?"
@@ -119,6 +132,29 @@ async def _conversation(
     last_user = "[...document.querySelectorAll('#log .turn.user .bubble')].pop()"
     direction = await browser.evaluate(f"getComputedStyle({last_user}).direction")
     assert direction == "rtl"
+    await browser.wait_for(_LISTENING)
+
+    # Spoken over: the answer stops, and the server hears how much of it was heard.
+    long_text = (
+        "read all of this back to me, every word of it, slowly and from the start to the end"
+    )
+    await browser.evaluate(
+        f"document.getElementById('text').value = {json.dumps(long_text)};"
+        " document.getElementById('text-form').requestSubmit()",
+        gesture=True,
+    )
+    await browser.wait_for("document.getElementById('status').dataset.state === 'speaking'")
+    before = len(_interrupts(browser))
+    await browser.wait_for(f"{_dataset('audioSoundFrames')} >= 40")
+    saying = pulse.say(speech_wav(tmp_path))
+    await browser.wait_for("document.getElementById('status').dataset.state !== 'speaking'")
+    saying.wait(10)
+    interrupts = _interrupts(browser)[before:]
+    assert interrupts, "the answer was spoken over without an interrupt"
+    assert int(parse_qs(urlsplit(interrupts[0]).query)["playedMs"][0]) > 300
+    assert await browser.evaluate(
+        "document.querySelector('.turn[data-interrupted=\"true\"]') !== null"
+    )
 
     conversation_id = await browser.evaluate("document.body.dataset.conversationId")
     await browser.evaluate("document.getElementById('main').click()", gesture=True)

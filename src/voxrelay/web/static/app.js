@@ -52,6 +52,7 @@ const view = {
     body.events = stats.events;
     body.duplicateEvents = stats.duplicates;
     body.audioChunks = stats.chunks;
+    body.audioStalls = stats.stalls;
     body.audioSoundFrames = stats.sound;
     body.uploads = stats.uploads;
     body.streamErrors = stats.reconnects;

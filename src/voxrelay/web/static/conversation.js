@@ -28,7 +28,7 @@ export class Conversation {
     this.responding = null; // responseId of the answer being generated
     this.talking = false;
     this.ended = false;
-    this.stats = { events: 0, duplicates: 0, chunks: 0, sound: 0, uploads: 0, reconnects: 0 };
+    this.stats = { events: 0, duplicates: 0, chunks: 0, stalls: 0, sound: 0, uploads: 0, reconnects: 0 };
   }
 
   async start() {
@@ -162,6 +162,7 @@ export class Conversation {
         break;
       case "audio":
         this.player.enqueue(data.responseId, data.audio, this.session.outputSampleRate);
+        this.stats.stalls = this.player.stalls;
         this.count("chunks", this.player.chunks);
         if (this.player.active) this.set("speaking");
         break;

@@ -18,8 +18,10 @@ export class Player {
     this.playing = []; // {source, start, duration, responseId}
     this.heardMs = new Map(); // responseId -> ms of it already played out
     this.cancelled = new Set();
+    this.started = new Set(); // answers that have begun to play
     this.nextTime = 0;
     this.chunks = 0;
+    this.stalls = 0; // chunks of an answer already playing that came too late to follow on
     this.soundFrames = 0;
     this.samples = new Float32Array(this.analyser.fftSize);
     this.watch = setInterval(() => this.listen(), WATCH_MS);
@@ -35,11 +37,15 @@ export class Player {
     source.buffer = buffer;
     source.connect(this.output);
     const now = this.context.currentTime;
-    if (this.nextTime < now + 0.01) this.nextTime = now + LEAD_SECONDS;
+    if (this.nextTime < now + 0.01) {
+      if (this.started.has(responseId)) this.stalls++;
+      this.nextTime = now + LEAD_SECONDS;
+    }
     const entry = { source, start: this.nextTime, duration: buffer.duration, responseId };
     source.onended = () => this.finished(entry);
     source.start(entry.start);
     this.nextTime += buffer.duration;
+    this.started.add(responseId);
     this.playing.push(entry);
     this.chunks++;
   }
