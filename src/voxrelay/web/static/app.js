@@ -44,6 +44,11 @@ const view = {
   microphone: (on) => {
     $("level-box").hidden = !on;
   },
+  live: (which) => {
+    // The session exists: typed turns may go (the microphone may still be asked for).
+    document.body.dataset.conversationId = which.conversationId;
+    textInput.disabled = sendButton.disabled = false;
+  },
   lastEventId: (id) => {
     document.body.dataset.lastEventId = String(id);
   },
@@ -89,10 +94,8 @@ async function start() {
   mainButton.textContent = "End conversation";
   $("modes").disabled = true;
   talkButton.hidden = $("talk-help").hidden = !pushToTalk;
-  textInput.disabled = sendButton.disabled = false;
   try {
     await current.start();
-    document.body.dataset.conversationId = current.conversationId;
   } catch (error) {
     current.failed(error);
   }

@@ -40,6 +40,11 @@ export class Conversation {
     });
     this.session = session;
     this.conversationId = session.conversationId;
+    if (this.ending) {
+      this.finish("Conversation ended");
+      this.api.end(this.conversationId).catch(() => {});
+      return;
+    }
     this.player = new Player(this.context, {
       onIdle: () => this.playbackIdle(),
       onSound: (frames) => this.count("sound", frames),
@@ -49,6 +54,7 @@ export class Conversation {
       onSent: () => this.count("uploads", this.stats.uploads + 1),
     });
     this.open({ lastEventId: 0 }); // from the first event: nothing between start and listen is lost
+    this.view.live(this);
     try {
       this.microphone = new Microphone(this.context, session.inputSampleRate, {
         onChunk: (pcm) => {
@@ -57,6 +63,10 @@ export class Conversation {
         onLevel: (level) => this.view.level(level),
       });
       await this.microphone.start();
+      if (this.ended) {
+        this.microphone.stop(); // ended while the browser asked for it
+        return;
+      }
       this.view.microphone(true);
     } catch (error) {
       this.microphone = null;
@@ -200,7 +210,10 @@ export class Conversation {
   }
 
   async release() {
-    if (!this.talking) return;
+    if (!this.talking || !this.uploader) {
+      this.talking = false;
+      return;
+    }
     this.talking = false;
     this.set("thinking");
     await this.uploader.flush();
@@ -238,7 +251,8 @@ export class Conversation {
   }
 
   settle() {
-    this.set(this.pushToTalk && !this.talking ? "ready" : "listening");
+    if (!this.microphone) this.set("typing");
+    else this.set(this.pushToTalk && !this.talking ? "ready" : "listening");
   }
 
   set(phase) {
@@ -265,6 +279,7 @@ export class Conversation {
     if (this.uploader) this.uploader.stop();
     if (this.microphone) this.microphone.stop();
     if (this.player) this.player.close();
+    this.context.close().catch(() => {});
     this.view.microphone(false);
     if (text) {
       this.view.transcript.note(text);
@@ -283,6 +298,7 @@ const PHASES = {
   connecting: "Connecting…",
   listening: "Listening",
   ready: "Ready: hold the talk button to speak",
+  typing: "No microphone: type a message",
   thinking: "Thinking…",
   speaking: "Speaking",
 };
