@@ -36,7 +36,6 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{folder / 'voxrelay.db'}",
         provider="local",
-        keepalive_seconds=5,
     )
     server = start_server(settings)
     proxy = CuttingProxy(int(server.url.rsplit(":", 1)[1]))

@@ -29,7 +29,6 @@ class CuttingProxy:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.port: int = self._call(self._start())
-        self.streams_opened = 0
 
     @property
     def url(self) -> str:
@@ -93,7 +92,6 @@ class CuttingProxy:
         async def to_server() -> None:
             while chunk := await client_reader.read(65536):
                 if _STREAM_REQUEST in chunk:
-                    self.streams_opened += 1
                     await self._released.wait()
                     self._streams.add(pair)
                 upstream.write(chunk)

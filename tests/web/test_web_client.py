@@ -128,6 +128,8 @@ def test_push_to_talk_held_from_the_keyboard(visit: Open) -> None:
     page.keyboard.press("Enter")
     expect(page.get_by_role("status")).to_have_attribute("data-state", "ready")
     _tab_to(page, "talk")
+    page.wait_for_timeout(400)
+    assert not _requests(seen, "/realtime/upload"), "audio went up before the key was held"
     page.keyboard.down("Space")
     expect(page.locator("#talk")).to_have_attribute("aria-pressed", "true")
     expect(page.get_by_role("status")).to_have_attribute("data-state", "listening")
@@ -138,7 +140,7 @@ def test_push_to_talk_held_from_the_keyboard(visit: Open) -> None:
     said = _user(page).first.inner_text()
     assert heard_the_recording(said), said
     expect(_answer(page)).to_have_text(f"You said: {said}")
-    # Nothing went up before the key was held, and the turn was committed on release.
+    # The audio held went up, and the turn was committed on release.
     assert _requests(seen, "/realtime/commit")
     assert _requests(seen, "/realtime/upload")
     expect(page.get_by_role("status")).to_have_attribute("data-state", "ready")
@@ -334,10 +336,9 @@ def test_a_wrong_token_says_so(visit: Open) -> None:
     expect(status).to_have_attribute("data-state", "error")
     expect(status).to_contain_text("unknown or revoked")
     expect(page.get_by_role("button", name="Start conversation")).to_be_visible()
-    assert re.search(r"token", page.locator("#token-help").inner_text())
 
 
-def test_the_token_is_remembered_and_left_out_of_the_address(visit: Open, browser: Any) -> None:
+def test_the_token_is_remembered_and_left_out_of_the_address(visit: Open) -> None:
     seen = visit(viewport=DESKTOP)
     page = seen.page
     assert "#token" not in page.url
