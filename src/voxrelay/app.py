@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from redis.exceptions import RedisError
 
-from voxrelay import __version__, metrics
+from voxrelay import __version__, metrics, web
 from voxrelay.cluster import Cluster
 from voxrelay.config import Settings
 from voxrelay.errors import error_body, install_error_handlers, install_not_found
@@ -119,6 +119,8 @@ def create_app(
     app.add_middleware(JsonErrorBodies)
     app.include_router(http.router)
     app.include_router(openai_ws.router)
+    if settings.web_client:
+        app.include_router(web.router)
     socketio.mount(app, settings, ownership, origins)
 
     @app.get("/healthz", tags=["operations"])

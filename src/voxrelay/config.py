@@ -62,6 +62,8 @@ class Settings:
     # from a browser: CORS on REST and SSE, Socket.IO's origin check, the Origin of
     # a ``/v1/realtime`` upgrade. Empty: none but the server's own origin.
     cors_allowed_origins: str = ""
+    # The web client at ``/`` (its files under ``/web/``); off: an API-only server.
+    web_client: bool = True
     # A connection that has not sent a whole request head (request line and
     # headers) this long after it opened, or after its head began, is closed (0: never).
     header_timeout_seconds: float = 10.0
