@@ -17,7 +17,7 @@ from voxrelay.store.engine import head_revision
 from voxrelay.store.models import Base
 
 VERSION_QUERY = "SELECT version_num FROM alembic_version"
-TABLES = {"alembic_version", "conversations", "device_tokens", "messages", "sessions"}
+TABLES = {"alembic_version", "conversations", "device_tokens", "messages", "sessions", "tool_calls"}
 
 
 def _head() -> str | None:
@@ -31,7 +31,7 @@ async def _table_names(store: Store) -> set[str]:
 
 
 async def test_open_creates_schema_at_head(store: Store) -> None:
-    assert _head() == head_revision() == "0002"
+    assert _head() == head_revision() == "0003"
     assert await _table_names(store) >= TABLES
     async with store.engine.connect() as conn:
         versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()

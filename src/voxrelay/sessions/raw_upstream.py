@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from voxrelay.openai_realtime.protocol import RawListener, RawListeners
-from voxrelay.providers.base import HistoryMessage, Provider, RawProvider
+from voxrelay.providers.base import HistoryItem, Provider, RawProvider
 from voxrelay.sessions.upstream import Upstream, UpstreamPolicy
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,7 @@ class RawUpstream(Upstream):
     def raw_events(self, listener: RawListener) -> contextlib.AbstractContextManager[None]:
         return self._raw_listeners.subscribed(listener)
 
-    async def _open_link(
-        self, link: Provider, history: Sequence[HistoryMessage], ident: int
-    ) -> None:
+    async def _open_link(self, link: Provider, history: Sequence[HistoryItem], ident: int) -> None:
         assert isinstance(link, RawProvider)
         first = self._links == 0
         self._links += 1

@@ -25,6 +25,7 @@ from .records import (
     Message,
     SessionRecord,
     TokenKind,
+    ToolCall,
 )
 from .store import Store
 
@@ -45,6 +46,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TokenKind",
+    "ToolCall",
     "alembic_config",
     "hash_token",
     "make_engine",

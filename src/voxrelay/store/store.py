@@ -1,4 +1,4 @@
-"""The storage API: tokens, conversations, messages and sessions.
+"""The storage API: tokens, conversations, messages, sessions and tool calls.
 
 One code path for SQLite (``sqlite+aiosqlite``) and PostgreSQL
 (``postgresql+asyncpg``). Every method is one short transaction on a pooled
@@ -24,13 +24,14 @@ from .engine import migrate as migrate_schema
 from .messages import MessageStore
 from .sessions import SessionStore
 from .tokens import TokenStore
+from .tool_calls import ToolCallStore
 
 PING_TIMEOUT = 5.0
 
 log = logging.getLogger(__name__)
 
 
-class Store(TokenStore, ConversationStore, MessageStore, SessionStore):
+class Store(TokenStore, ConversationStore, MessageStore, SessionStore, ToolCallStore):
     """Persistent state of voxrelay. Build it with :meth:`open`, release it with :meth:`close`.
 
     Its methods on tokens, conversations, messages and sessions come from one

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from voxrelay.errors import invalid
 from voxrelay.openapi import AUTHENTICATED, errors
-from voxrelay.store import ConversationSummary, InvalidCursor, Message
+from voxrelay.store import ConversationSummary, InvalidCursor, Message, ToolCall
 from voxrelay.transports.http._common import DeviceDep, DirectoryDep, StoreDep, time_json
 
 router = APIRouter(tags=["conversations"])
@@ -44,18 +44,21 @@ async def get_conversation(
     directory: DirectoryDep,
     userId: str | None = None,
 ) -> dict[str, Any]:
-    """One conversation with its messages, oldest first, and its answers' latency."""
+    """One conversation with its messages, oldest first, and its answers' latency; its
+    tool calls (`toolCalls`), when it has any, in their own list."""
     conversation = await directory.conversation(conversation_id, device.acting_user(userId))
     messages = await store.list_messages(conversation_id)
-    return {
-        "conversation": {
-            "id": conversation.id,
-            "createdAt": time_json(conversation.created_at),
-            "updatedAt": time_json(conversation.updated_at),
-            "messages": [_message_json(m) for m in messages],
-            "latency": _latency_json(messages),
-        }
+    calls = await store.list_tool_calls(conversation_id)
+    body: dict[str, Any] = {
+        "id": conversation.id,
+        "createdAt": time_json(conversation.created_at),
+        "updatedAt": time_json(conversation.updated_at),
+        "messages": [_message_json(m) for m in messages],
+        "latency": _latency_json(messages),
     }
+    if calls:
+        body["toolCalls"] = [_tool_call_json(call, messages) for call in calls]
+    return {"conversation": body}
 
 
 @router.delete(
@@ -83,6 +86,22 @@ def _message_json(message: Message) -> dict[str, Any]:
         "text": message.text,
         "createdAt": time_json(message.created_at),
         **({"latency": message.meta} if message.meta else {}),
+    }
+
+
+def _tool_call_json(call: ToolCall, messages: list[Message]) -> dict[str, Any]:
+    before = [m.id for m in messages if m.position < call.position]
+    return {
+        "id": call.id,
+        "callId": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments if call.arguments is not None else {},
+        "output": call.output,
+        "status": call.status,
+        "error": call.error,
+        "runBy": call.run_by,
+        "createdAt": time_json(call.created_at),
+        "afterMessageId": before[-1] if before else None,
     }
 
 

@@ -110,6 +110,7 @@ class RealtimeNamespace:
             "commit-audio": self._commit,
             "text-message": self._text,
             "interrupt": self._interrupt,
+            "tool-result": self._tool_result,
             "end-session": self._end,
         }
         sio.on("connect", self._connect, namespace=NAMESPACE)
@@ -333,6 +334,16 @@ class RealtimeNamespace:
         ):
             raise _invalid("playedMs must be a number of milliseconds, 0 or more")
         await self._session(link).interrupt(None if played is None else int(played))
+        return {}
+
+    async def _tool_result(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        data = _payload(args, required=True)
+        call_id = data.get("callId")
+        if not isinstance(call_id, str) or not call_id:
+            raise _invalid("callId (a string) is required")
+        if "output" not in data:
+            raise _invalid("output (any JSON value) is required")
+        await self._session(link).tool_result(call_id, data["output"])
         return {}
 
     async def _end(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
