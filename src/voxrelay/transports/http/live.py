@@ -38,7 +38,7 @@ class SessionRequest(BaseModel):
     outputSampleRate: SampleRate = 24000
     turnDetection: TurnDetectionName = "server_vad"
     # Function tools as the Realtime API declares them: the client runs their calls.
-    tools: list[Any] | None = None
+    tools: Any = None
 
 
 class ToolResultRequest(BaseModel):
