@@ -5,12 +5,30 @@ one), and records every request it gets."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+KEY = "sk-upstream-secret-key"
+CAREGIVER_TOKEN = "caregiver-secret-7f3a"
+_CALL = re.compile(r"^call (\S+) (\{.*\})$")
+
+
+def called(user_text: str, tools: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """The fake model's choice: ``call NAME {json}`` calls NAME (declared or not)."""
+    match = _CALL.match(user_text.strip())
+    if match is None:
+        return None
+    return match.group(1), json.loads(match.group(2))
+
+
+def call_text(name: str, **arguments: Any) -> str:
+    """What the user says to have the fake model call ``name``."""
+    return f"call {name} {json.dumps(arguments)}"
 
 
 @dataclass(frozen=True)

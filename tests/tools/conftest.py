@@ -4,28 +4,13 @@ whose tools file names the tool server's tools."""
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fakes.openai_realtime import FakeRealtimeServer
 from harness import RunningServer
-from tool_server import ToolServer, tools_file
-
-KEY = "sk-upstream-secret-key"
-CAREGIVER_TOKEN = "caregiver-secret-7f3a"
-_CALL = re.compile(r"^call (\S+) (\{.*\})$")
-
-
-def called(user_text: str, tools: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
-    """The fake model's choice: ``call NAME {json}`` calls NAME (declared or not)."""
-    match = _CALL.match(user_text.strip())
-    if match is None:
-        return None
-    return match.group(1), json.loads(match.group(2))
+from tool_server import CAREGIVER_TOKEN, KEY, ToolServer, called, tools_file
 
 
 @pytest.fixture
@@ -59,7 +44,3 @@ def relay(
         tools=str(tools_path),
         client_tool_timeout_seconds=3.0,
     )
-
-
-def call_text(name: str, **arguments: Any) -> str:
-    return f"call {name} {json.dumps(arguments)}"

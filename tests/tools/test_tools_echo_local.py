@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import uvicorn
-from conftest import CAREGIVER_TOKEN
 from harness import EventReader, RunningServer
 from openai_ws.realtime_ws_client import connect, text_item
 from starlette.applications import Starlette
@@ -21,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from test_tools_sse import ALERT_TOOL
-from tool_server import ToolServer
+from tool_server import CAREGIVER_TOKEN, ToolServer
 
 from voxrelay.client import VoxrelayClient
 

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CAREGIVER_TOKEN, KEY, call_text
 from fakes.openai_realtime import FakeRealtimeServer
 from harness import RunningServer, wait_until
 from openai_ws.realtime_ws_client import Conversation, connect, text_item
 from test_tools_sse import outputs
-from tool_server import ToolServer, tools_file
+from tool_server import CAREGIVER_TOKEN, KEY, ToolServer, call_text, tools_file
 
 from voxrelay.client import VoxrelayClient
 

@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 import socketio
-from conftest import call_text
 from fakes.openai_realtime import FakeRealtimeServer
 from harness import RunningServer
 from test_tools_sse import ALERT_TOOL, outputs
-from tool_server import ToolServer
+from tool_server import ToolServer, call_text
 
 NS = "/realtime"
 

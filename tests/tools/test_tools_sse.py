@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CAREGIVER_TOKEN, KEY, call_text
 from fakes.openai_realtime import FakeRealtimeServer
 from harness import EventReader, RunningServer, wait_until
-from tool_server import ALERT_PARAMETERS, ToolServer, tools_file
+from tool_server import ALERT_PARAMETERS, CAREGIVER_TOKEN, KEY, ToolServer, call_text, tools_file
 
 from voxrelay.client import ApiError, VoxrelayClient
 
@@ -173,6 +172,8 @@ async def test_a_client_tool_is_called_over_sse_and_answered_over_http(
         assert names[-1] == "show_on_screen" and "alert_caregiver" in names
         await client.text(cid, call_text("show_on_screen", note="take your pills"))
         event = await reader.wait_for("tool_call", timeout=15)
+        # The call reaches the client as soon as it is whole, before its answer ends.
+        await wait_until(lambda: fake.server_events("response.done"))
         [call] = calls(fake)
         assert event.data == {
             "callId": call["call_id"],
