@@ -334,3 +334,30 @@ def test_alert_parameters_are_a_schema() -> None:
     from jsonschema import Draft202012Validator
 
     Draft202012Validator.check_schema(ALERT_PARAMETERS)
+
+
+async def test_a_call_waiting_for_its_result_survives_a_new_upstream_link(
+    relay: RunningServer, fake: FakeRealtimeServer
+) -> None:
+    async with VoxrelayClient(relay.url, await relay.token()) as client:
+        reader, cid = await _open(client, tools=json.dumps([ALERT_TOOL]))
+        await client.text(cid, call_text("show_on_screen", note="doctor at 3"))
+        called = await reader.wait_for("tool_call", timeout=15)
+        await wait_until(lambda: fake.server_events("response.done"))
+        fake.drop()
+        await reader.wait_for("upstream_restored", timeout=15)
+        # The new link knows the call (without a result yet) ...
+        items = [e["item"] for e in fake.client_events("conversation.item.create", conn=1)]
+        [known] = [i for i in items if i["type"] == "function_call"]
+        assert known["call_id"] == called.data["callId"]
+        assert not [i for i in items if i["type"] == "function_call_output"]
+        # ... so the result, when it comes, is taken there and answered.
+        await client.tool_result(cid, called.data["callId"], "shown")
+        await _answer(reader, 'show_on_screen tool said: "shown"')
+        [output] = [
+            e["item"]
+            for e in fake.client_events("conversation.item.create", conn=1)
+            if e["item"]["type"] == "function_call_output"
+        ]
+        assert output["call_id"] == called.data["callId"]
+        await reader.close()
