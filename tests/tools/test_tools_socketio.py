@@ -98,3 +98,31 @@ async def test_a_server_tool_is_answered_without_the_socket_hearing_of_it(
         assert [e for e, _ in sock.events if e in ("tool-call", "error")] == []
     finally:
         await sock.client.disconnect()
+
+
+async def test_a_socket_declares_its_tools_with_an_event(
+    relay: RunningServer, fake: FakeRealtimeServer
+) -> None:
+    sock, _ = await _joined(relay)
+    try:
+        ack = await sock.call("declare-tools", {"tools": [ALERT_TOOL]})
+        assert ack == {"ok": True, "tools": ["show_on_screen"]}
+        update = (await fake.wait_for("session.update", count=2))[-1]
+        names = [t.get("name") for t in update["session"]["tools"]]
+        assert "show_on_screen" in names and "alert_caregiver" in names
+        text = call_text("show_on_screen", note="water the plants")
+        assert (await sock.call("text-message", {"text": text}))["ok"] is True
+        called = await sock.wait_for("tool-call")
+        assert called["arguments"] == {"note": "water the plants"}
+        assert (await sock.call("tool-result", {"callId": called["callId"], "output": 1}))["ok"]
+        await sock.wait_for("transcript", "show_on_screen tool said: 1")
+        # A bad declaration is refused, and the tools declared stay.
+        bad = await sock.call("declare-tools", {"tools": [{"type": "function", "name": "a b"}]})
+        assert bad["ok"] is False and bad["error"]["code"] == "invalid_tool"
+        clash = await sock.call("declare-tools", {"tools": [{"name": "alert_caregiver"}]})
+        assert clash["ok"] is False and clash["error"]["code"] == "invalid_tool"
+        missing = await sock.call("declare-tools", {})
+        assert missing["ok"] is False and missing["error"]["code"] == "invalid_request"
+        assert len(fake.client_events("session.update")) == 2
+    finally:
+        await sock.client.disconnect()

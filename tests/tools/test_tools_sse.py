@@ -346,8 +346,13 @@ async def test_a_call_waiting_for_its_result_survives_a_new_upstream_link(
         await wait_until(lambda: fake.server_events("response.done"))
         fake.drop()
         await reader.wait_for("upstream_restored", timeout=15)
+
         # The new link knows the call (without a result yet) ...
-        items = [e["item"] for e in fake.client_events("conversation.item.create", conn=1)]
+        def created() -> list[dict[str, Any]]:
+            return [e["item"] for e in fake.client_events("conversation.item.create", conn=1)]
+
+        await wait_until(lambda: any(i["type"] == "function_call" for i in created()))
+        items = created()
         [known] = [i for i in items if i["type"] == "function_call"]
         assert known["call_id"] == called.data["callId"]
         assert not [i for i in items if i["type"] == "function_call_output"]

@@ -64,6 +64,7 @@ _IN_ORDER: dict[str, _Apply] = {
     "tool_result": lambda session, header, _: session.tool_result(
         str(header["callId"]), header.get("output")
     ),
+    "tools": lambda session, header, _: session.set_tools(tuple(header["tools"])),
     "end": lambda session, header, _: session.end(header.get("reason") or "client_end"),
     "end_if_last": lambda session, header, _: session.end_if_last(
         header.get("reason") or "client_end"

@@ -23,12 +23,18 @@ _RESPONSES = frozenset({"response.created", "response.done"})
 
 class HiddenTools:
     def __init__(self, tools: Sequence[Mapping[str, Any]], dialect: str) -> None:
-        self._tools = [dict(tool) for tool in tools]
         self._beta = dialect == "beta"
-        self._names = {str(t.get("name")) for t in tools if t.get("type", "function") == "function"}
-        self._labels = {str(t.get("server_label")) for t in tools if t.get("type") == "mcp"}
         self._items: set[str] = set()
         self._calls: set[str] = set()
+        # The tools a pass-through client declared itself, as it last sent them.
+        self.client_tools: list[Any] = []
+        self.declare(tools)
+
+    def declare(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        """The session's own tools from now on (their calls so far stay hidden)."""
+        self._tools = [dict(tool) for tool in tools]
+        self._names = {str(t.get("name")) for t in tools if t.get("type", "function") == "function"}
+        self._labels = {str(t.get("server_label")) for t in tools if t.get("type") == "mcp"}
 
     def __bool__(self) -> bool:
         return bool(self._tools)
@@ -51,6 +57,8 @@ class HiddenTools:
             for tool in holder["tools"]
             if not (isinstance(tool, Mapping) and self._hidden_tool(tool))
         ]
+        if key == "session":
+            self.client_tools = own
         ours = function_tools(self._tools) if self._beta else self._tools
         return {**event, key: {**holder, "tools": [*own, *ours]}}
 

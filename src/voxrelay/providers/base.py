@@ -126,6 +126,10 @@ class Provider(Protocol):
         (with no outputs: only ask for it)."""
         ...
 
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the tools the model may call (``SessionOptions.tools``' form)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +109,9 @@ class EchoProvider:
             self._call_tool(call.group(1), call.group(2) or "{}")
             return
         self._respond(f"You said: {text}", _tone(_spoken_ms(text)))
+
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        self._options = replace(self._options, tools=tuple(dict(tool) for tool in tools))
 
     async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
         said = [

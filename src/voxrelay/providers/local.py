@@ -18,9 +18,9 @@ import functools
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -198,6 +198,9 @@ class LocalProvider:
             return
         self._history.append(HistoryMessage("user", text))
         await self._start_response(text, f"You said: {text}")
+
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        self._options = replace(self._options, tools=tuple(dict(tool) for tool in tools))
 
     async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
         if self._closed:

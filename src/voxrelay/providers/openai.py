@@ -278,6 +278,15 @@ class RealtimeProvider:
         self._send({"type": "response.create"})
         await self._writable()
 
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        declared = [dict(tool) for tool in tools]
+        if self.dialect == "beta":
+            session: dict[str, Any] = {"tools": function_tools(declared)}
+        else:
+            session = {"type": "realtime", "tools": declared}
+        self._send({"type": "session.update", "session": session})
+        await self._writable()
+
     async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
         for result in outputs:
             item: dict[str, Any]
@@ -285,12 +294,8 @@ class RealtimeProvider:
                 # The call has its output already (that the result would follow): the
                 # result itself comes as a note of the system's.
                 text = f"The result of {result.name} (call {result.call_id}): {result.output}"
-                kind = "input_text"
-                item = {
-                    "type": "message",
-                    "role": "system",
-                    "content": [{"type": kind, "text": text}],
-                }
+                content = [{"type": "input_text", "text": text}]
+                item = {"type": "message", "role": "system", "content": content}
             else:
                 item = {"type": "function_call_output", "call_id": result.call_id}
                 item["output"] = result.output

@@ -91,6 +91,10 @@ class LiveSession(Protocol):
         it does not have, ``AlreadyAnswered`` for one answered already)."""
         ...
 
+    async def set_tools(self, tools: tuple[dict[str, Any], ...]) -> None:
+        """Replace the function tools the session's clients declared."""
+        ...
+
     async def add_user_text(self, item_id: str, text: str) -> None:
         """Store and publish a typed user message the client sends upstream itself."""
         ...

@@ -101,6 +101,11 @@ class RawUpstream(Upstream):
         self._subscriptions[ident] = subscription
         await super()._open_link(link, history, ident)
 
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        # Beside those a pass-through client declared itself, which stay.
+        self._hidden.declare(tools)
+        await super().update_tools([*self._hidden.client_tools, *tools])
+
     async def send_raw(self, event: Mapping[str, Any]) -> None:
         event = self._hidden.merged(event)
         kind = event.get("type")

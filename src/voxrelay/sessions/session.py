@@ -123,8 +123,7 @@ class Session:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin storing transcripts; the provider must already be open, delivering
-        its events to ``on_model_event``."""
+        """Begin storing transcripts (the provider is open, emitting to ``on_model_event``)."""
         self._transcripts.start()
 
     @property
@@ -149,8 +148,7 @@ class Session:
         return True
 
     def can_restart(self) -> bool:
-        """Whether it may still be replaced by one with other settings: active, nothing
-        said beyond its opening event, nobody else listening."""
+        """Whether one with other settings may replace it: active, silent, alone."""
         return self.active and self.listeners <= 1 and self.log.last_id <= 1
 
     async def _end(self, reason: EndReason) -> None:
@@ -198,8 +196,7 @@ class Session:
 
     @property
     def raw(self) -> RawProvider | None:
-        """The upstream's own events and settings, for a provider that speaks the OpenAI
-        Realtime protocol; None for every other provider."""
+        """The upstream's own events and settings (an OpenAI-protocol provider), or None."""
         return self._raw_provider
 
     # -- requests from transports ------------------------------------------------------
@@ -236,9 +233,8 @@ class Session:
             await self._provider.commit()
 
     async def send_text(self, text: str, item_id: str | None = None) -> str:
-        """Send a typed user message upstream and ask for an answer. With the
-        ``item_id`` of a message already stored by ``add_user_text``, it is not
-        stored or published again."""
+        """Send a typed user message upstream and ask for an answer (one ``add_user_text``
+        stored already, by its ``item_id``, is not stored or published again)."""
         check_text(text, self._max_text_chars)
         item_id = item_id or new_item_id()
         async with self._applying():
@@ -251,9 +247,8 @@ class Session:
         return item_id
 
     async def add_user_text(self, item_id: str, text: str) -> None:
-        """Store a typed user message whose item id the client chose, in its place
-        in the conversation, and publish its final transcript; nothing goes upstream
-        (the caller sends the item itself, raw or with ``send_text``)."""
+        """Store and publish a typed user message by the item id the client chose, in its
+        place; nothing goes upstream (the caller sends it, raw or with ``send_text``)."""
         check_text(text, self._max_text_chars)
         async with self._applying():
             self._turn = Turn()
@@ -261,9 +256,8 @@ class Session:
             self._recorded_texts.add(item_id)
 
     async def note_heard(self, item_id: str, played_ms: int) -> None:
-        """The user heard only ``played_ms`` of assistant item ``item_id``: cut its stored
-        transcript as ``interrupt`` does, without telling the upstream (a pass-through
-        client sends its own ``conversation.item.truncate``)."""
+        """Only ``played_ms`` of answer ``item_id`` was heard: cut its stored text as
+        ``interrupt`` does, telling nothing upstream (a pass-through client truncates)."""
         async with self._applying():
             item = self._items.latest
             if item is not None and item.item_id == item_id:
@@ -313,6 +307,12 @@ class Session:
             raise SessionEnded()
         self._tools.result(call_id, output)
 
+    async def set_tools(self, tools: tuple[dict[str, Any], ...]) -> None:
+        """Replace the tools its clients declared (``InvalidTool`` for a bad one)."""
+        declared = self._tools.declare(tools)
+        async with self._applying():
+            await self._provider.update_tools(declared)
+
     async def _send_tools(self, outputs: list[ToolOutput]) -> None:
         async with self._applying():
             self._turn = Turn()
@@ -320,8 +320,7 @@ class Session:
 
     @contextlib.asynccontextmanager
     async def _applying(self) -> AsyncIterator[None]:
-        """Apply a request after every one before it; a failure upstream is also
-        reported to the listeners, then raised to the caller."""
+        """Apply a request after those before it; an upstream failure is reported, raised."""
         if not self.active:
             raise SessionEnded()
         async with self._order:
@@ -353,8 +352,7 @@ class Session:
             await self._provider.cancel(item.item_id if item else None, heard_ms)
 
     def _cut_to_heard(self, item: AssistantItem, played_ms: int) -> int:
-        """Remember how much of ``item`` was heard (cutting its stored text if it
-        was already stored); returns the heard milliseconds."""
+        """Remember (and cut its stored text to) how much of ``item`` was heard, in ms."""
         heard_ms = item.hear(played_ms, self._provider.output_rate)
         if item.message_id is not None:
             # The answer was already stored whole: cut it to what was heard.

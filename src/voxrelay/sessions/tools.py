@@ -35,7 +35,15 @@ from voxrelay.events import FunctionCall
 from voxrelay.exceptions import AlreadyAnswered, NotFound, TooLarge
 from voxrelay.providers.base import HistoryToolCall, ToolOutput
 from voxrelay.sessions.transcripts import TranscriptWriter
-from voxrelay.tools import NO_TOOLS, FunctionTool, Outcome, Toolbox, output_text, run_tool
+from voxrelay.tools import (
+    NO_TOOLS,
+    FunctionTool,
+    Outcome,
+    Toolbox,
+    client_tools,
+    output_text,
+    run_tool,
+)
 from voxrelay.tools.running import MAX_OUTPUT_CHARS
 
 log = logging.getLogger(__name__)
@@ -159,6 +167,13 @@ class ToolCalls:
         self._flush()
 
     # -- the client's side -------------------------------------------------------------
+
+    def declare(self, tools: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        """The client's tools from now on (calls made already keep theirs); returns every
+        tool the model may call, as the upstream is told them."""
+        declared = client_tools(list(tools), self._toolbox.names)
+        self._client = {tool.name: tool for tool in declared}
+        return (*self._toolbox.upstream(), *(tool.upstream() for tool in declared))
 
     def result(self, call_id: str, output: Any) -> None:
         """A client's result for one of its tools' calls (any JSON value)."""

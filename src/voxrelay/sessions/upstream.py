@@ -22,8 +22,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from voxrelay.events import (
     AudioDelta,
@@ -153,6 +154,12 @@ class Upstream:
         self._unanswered = _Unanswered(item_id, text=text)
         if self._link is not None:
             await self._link.send_text(item_id, text)
+
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        # A new link opens with them.
+        self._options = replace(self._options, tools=tuple(dict(tool) for tool in tools))
+        if self._link is not None:
+            await self._link.update_tools(tools)
 
     async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
         self._unanswered = _Unanswered(None, respond=True)

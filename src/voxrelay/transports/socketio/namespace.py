@@ -30,6 +30,7 @@ from voxrelay.exceptions import NoActiveSession, Unauthorized, VoxrelayError
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import Store
+from voxrelay.tools import client_tools
 from voxrelay.transports.socketio.packets import NAMESPACE, event_packet
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class RealtimeNamespace:
             "text-message": self._text,
             "interrupt": self._interrupt,
             "tool-result": self._tool_result,
+            "declare-tools": self._declare_tools,
             "end-session": self._end,
         }
         sio.on("connect", self._connect, namespace=NAMESPACE)
@@ -345,6 +347,14 @@ class RealtimeNamespace:
             raise _invalid("output (any JSON value) is required")
         await self._session(link).tool_result(call_id, data["output"])
         return {}
+
+    async def _declare_tools(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        data = _payload(args, required=True)
+        if not isinstance(data.get("tools"), list):
+            raise _invalid("tools (a list of function tools) is required")
+        tools = client_tools(data["tools"])
+        await self._session(link).set_tools(tuple(tool.upstream() for tool in tools))
+        return {"tools": [tool.name for tool in tools]}
 
     async def _end(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
         _payload(args, required=False)
