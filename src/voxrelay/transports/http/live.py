@@ -38,7 +38,16 @@ class SessionRequest(BaseModel):
     outputSampleRate: SampleRate = 24000
     turnDetection: TurnDetectionName = "server_vad"
     # Function tools as the Realtime API declares them: the client runs their calls.
-    tools: Any = None
+    tools: Any = Field(
+        default=None,
+        json_schema_extra={
+            "type": "array",
+            "items": {"type": "object"},
+            "description": 'Function tools ({"type": "function", "name", "description",'
+            ' "parameters"}) whose calls this client runs: `tool_call` events, answered'
+            " with `POST /realtime/tool-result`.",
+        },
+    )
 
 
 class ToolResultRequest(BaseModel):
