@@ -373,6 +373,44 @@ async def test_a_retried_seq_is_recognised_by_the_owner_whichever_worker_took_th
         await reader.close()
 
 
+async def test_tool_results_reach_the_owner_whichever_worker_takes_them(
+    cluster: Cluster,
+) -> None:
+    screen = {"type": "function", "name": "show_on_screen", "parameters": {"type": "object"}}
+    async with VoxrelayClient(cluster.url, cluster.token) as client:
+        reader = EventReader(client.events(tools=json.dumps([screen])))
+        cid = (await reader.wait_for("conversation_started")).data["conversationId"]
+        answered_by = set()
+        for turn in range(8):
+            await client.text(cid, f'call tool show_on_screen {{"turn": {turn}}}')
+            called = await reader.wait_for(
+                "tool_call", lambda e, turn=turn: e.data["arguments"] == {"turn": turn}
+            )
+            # A new connection each time, with the conversation named only in the body:
+            # it stays with whichever worker accepted it.
+            async with httpx.AsyncClient(base_url=cluster.url) as http:
+                response = await http.post(
+                    "/realtime/tool-result",
+                    json={"conversationId": cid, "callId": called.data["callId"], "output": turn},
+                    headers={"Authorization": f"Bearer {cluster.token}"},
+                )
+            assert response.json() == {"ok": True}, response.text
+            answered_by.add(response.headers.get("x-voxrelay-worker"))
+            await reader.wait_for(
+                "transcript",
+                lambda e, turn=turn: (
+                    e.data.get("final") is True
+                    and e.data.get("text") == f"The show_on_screen tool said: {turn}"
+                ),
+                timeout=20,
+            )
+        await client.end(cid)
+        await reader.close()
+    if answered_by == {str(cluster.owner(cid))}:
+        pytest.skip("every result happened to reach the owner's worker")
+    assert answered_by == {"0", "1"}
+
+
 async def test_a_stalled_request_head_is_cut_off_by_either_worker(cluster: Cluster) -> None:
     """A request line still coming (read by the hand-off, not yet by uvicorn), and a
     head handed to its owner worker unfinished: both closed at the deadline."""

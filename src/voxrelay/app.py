@@ -27,6 +27,7 @@ from voxrelay.revocation import Revocations
 from voxrelay.sessions import ONLY_HERE, Directory, Elsewhere, Registry
 from voxrelay.store import Store
 from voxrelay.store.ids import SESSION_PREFIX
+from voxrelay.tools import load_tools
 from voxrelay.transports import http, openai_ws, socketio
 from voxrelay.workers import Worker
 from voxrelay.workers.link import Peers
@@ -44,6 +45,7 @@ def create_app(
     """The app; ``worker`` says which of several worker processes runs it."""
     settings = settings or Settings.from_env()
     factory = make_provider or provider_factory(settings)
+    toolbox = load_tools(settings.tools)
     ownership = worker.ownership if worker is not None else SINGLE
 
     @asynccontextmanager
@@ -61,7 +63,8 @@ def create_app(
             redis = Redis.from_url(settings.redis_url)
         if make_provider is None:
             warm_up(settings)
-        registry = Registry(store, settings, factory, lambda: ownership.new_id(SESSION_PREFIX))
+        new_session_id = lambda: ownership.new_id(SESSION_PREFIX)  # noqa: E731
+        registry = Registry(store, settings, factory, new_session_id, toolbox)
         log_bounds: dict[str, Any] = {
             "log_keep_seconds": max(settings.grace_seconds, 1.0),
             "log_max_bytes": settings.replay_max_bytes,

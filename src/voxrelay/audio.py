@@ -9,12 +9,16 @@ uses soxr's "quick" quality, whose delay stays well under one 20 ms chunk
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import wave
 from dataclasses import dataclass
 
 import numpy as np
 import soxr
+
+from voxrelay.events import AudioDelta
 
 SAMPLE_WIDTH = 2  # PCM16
 RESAMPLER_QUALITY = "QQ"
@@ -97,3 +101,16 @@ def wav_bytes(pcm: bytes, rate: int) -> bytes:
         handle.setframerate(rate)
         handle.writeframes(pcm)
     return out.getvalue()
+
+
+def client_audio(resampler: StreamResampler, delta: AudioDelta) -> tuple[str, int] | None:
+    """An answer's audio at the client's rate: base64 and its byte count (the upstream's
+    own base64 as it came, where the rates agree); None when that base64 is broken."""
+    count = delta.byte_count
+    if resampler.passes_through(count):
+        return delta.encoded, count
+    try:
+        pcm = resampler.feed(delta.pcm)
+    except (binascii.Error, ValueError):
+        return None
+    return base64.b64encode(pcm).decode("ascii"), len(pcm)

@@ -32,6 +32,7 @@ _SERVE_FLAGS = (
     "grace_seconds",
     "log_level",
     "log_format",
+    "tools",
 )
 # What each flag does, for ``voxrelay serve --help`` (its default and variable follow).
 _SERVE_HELP = {
@@ -49,6 +50,7 @@ _SERVE_HELP = {
     "grace_seconds": "how long a session with no listener waits for its client to come back",
     "log_level": "debug, info, warning or error",
     "log_format": "json (one object per line, secrets redacted) or text",
+    "tools": "the server's tools every session may call: a TOML (or .json) file",
 }
 _SERVE_METAVARS = {
     "database_url": "URL",
@@ -61,6 +63,7 @@ _SERVE_METAVARS = {
     "grace_seconds": "SECONDS",
     "log_level": "LEVEL",
     "log_format": "FORMAT",
+    "tools": "FILE",
 }
 _PROVIDER_HELP = {
     "local": "offline speech recognition and espeak-ng voices; no key, no network",
@@ -249,11 +252,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from voxrelay.pricing import load_prices
     from voxrelay.providers import provider_factory
+    from voxrelay.tools import load_tools
 
     settings = _settings(args)
     _check_port(settings)  # fail now on a port another program holds
     provider_factory(settings)  # on missing credentials
     load_prices(settings.prices)  # on a price table that cannot be used
+    load_tools(settings.tools)  # and on a tools file that cannot be used
     _check_database(settings)  # and on a database the server could not start with
     if settings.workers > 1:
         from voxrelay.workers import supervisor

@@ -108,6 +108,10 @@ class Settings:
     socketio_max_queued_events: int = 1000
     # Largest Socket.IO packet (with its binary attachments) or long-polling body.
     socketio_max_payload_bytes: int = 4 << 20
+    # The server's tools (TOML, or JSON by its name): every session may call them.
+    tools: str | None = None
+    # How long a client has to answer a call of one of its own tools.
+    client_tool_timeout_seconds: float = 30.0
     openai_api_key: str | None = field(default=None, repr=False)
     openai_url: str = "wss://api.openai.com/v1/realtime"
     openai_model: str = "gpt-realtime"
@@ -140,6 +144,7 @@ class Settings:
             "max_conversation_seconds",
             "max_upload_realtime_factor",
             "upload_burst_seconds",
+            "client_tool_timeout_seconds",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more")

@@ -51,6 +51,8 @@ _STATUS: dict[type[exceptions.VoxrelayError], int] = {
     exceptions.Unauthorized: 401,
     exceptions.Forbidden: 403,
     exceptions.InvalidRequest: 400,
+    exceptions.InvalidTool: 422,
+    exceptions.AlreadyAnswered: 409,
     exceptions.TooLarge: 413,
     exceptions.TooManySessions: 429,
     exceptions.QuotaExceeded: 429,

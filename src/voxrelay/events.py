@@ -141,6 +141,18 @@ class ResponseDone:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """The model calls a function tool (its whole call: ``arguments`` as the JSON text
+    it wrote); the answer it belongs to (``response_id``) ends without speech."""
+
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelError:
     """An upstream error. ``fatal`` means the upstream link is gone."""
 
@@ -174,6 +186,7 @@ ModelEvent = (
     | ResponseStarted
     | AudioDelta
     | ResponseDone
+    | FunctionCall
     | ModelError
     | UpstreamReconnecting
     | UpstreamRestored

@@ -38,6 +38,21 @@ class InvalidRequest(VoxrelayError):
     code = "invalid_request"
 
 
+class InvalidTool(VoxrelayError):
+    """A tool declaration the server does not take (a bad name, a schema that is not one)."""
+
+    code = "invalid_tool"
+
+
+class AlreadyAnswered(VoxrelayError):
+    """A tool call that already has its result (a second one is not taken)."""
+
+    code = "already_answered"
+
+    def __init__(self, message: str = "this tool call already has its result") -> None:
+        super().__init__(message)
+
+
 class TooLarge(VoxrelayError):
     """A request carries more than a limit of the server's allows."""
 
@@ -136,6 +151,8 @@ BY_NAME: dict[str, type[VoxrelayError]] = {
         Unauthorized,
         Forbidden,
         InvalidRequest,
+        InvalidTool,
+        AlreadyAnswered,
         TooLarge,
         TooManySessions,
         QuotaExceeded,

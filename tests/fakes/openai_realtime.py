@@ -82,6 +82,10 @@ def default_reply(user_text: str) -> str:
     return f"You said: {user_text}" if user_text else "Hello."
 
 
+def default_tool_reply(name: str, output: str) -> str:
+    return f"The {name} tool said: {output}"
+
+
 def sine_pcm(start_sample: int, samples: int, hz: float = 440.0, amplitude: int = 8000) -> bytes:
     """PCM16 24 kHz sine, phase-continuous across calls by ``start_sample``."""
     t = (np.arange(samples) + start_sample) / SAMPLE_RATE
@@ -203,6 +207,10 @@ class _Conn:
     last_input: tuple[int, int] = (0, 0)
     last_user_text: str = ""
     response: _Response | None = None
+    # Function calls made on this connection (or told of it), by call id: their names.
+    calls: dict[str, str] = field(default_factory=dict)
+    # What the next response says, after a function call's output (or a system note).
+    after_tools: list[str] = field(default_factory=list)
 
     @property
     def last_item_id(self) -> str | None:
@@ -232,6 +240,13 @@ class FakeRealtimeServer:
       connection or (``drop(conn=index)``) to one of them (``live`` lists them).
     - ``max_session_seconds``: each session ends after this long as at OpenAI's
       60-minute limit (see ``expire``); ``close_all`` closes with another code.
+    - ``call_tool(user_text, tools) -> (name, arguments) | None``: the model's choice to
+      call a function (of the session's ``tools``) instead of speaking; its answer is
+      the call, streamed as the API does (``response.output_item.added`` with a
+      ``function_call`` item, ``response.function_call_arguments.delta``/``.done``,
+      ``response.output_item.done``, ``response.done``).
+    - ``tool_reply(name, output) -> str``: what the response after a call's
+      ``function_call_output`` says (for a system note, the name is ``"system"``).
     """
 
     def __init__(
@@ -249,6 +264,9 @@ class FakeRealtimeServer:
         refuse_status: int | None = None,
         drop_on: str | None = None,
         max_session_seconds: float | None = None,
+        call_tool: Callable[[str, list[dict[str, Any]]], tuple[str, dict[str, Any]] | None]
+        | None = None,
+        tool_reply: Callable[[str, str], str] = default_tool_reply,
     ) -> None:
         if dialect not in ("ga", "beta"):
             raise ValueError(f"dialect must be 'ga' or 'beta', not {dialect!r}")
@@ -264,6 +282,8 @@ class FakeRealtimeServer:
         self.refuse_status = refuse_status
         self.drop_on = drop_on
         self.max_session_seconds = max_session_seconds
+        self.call_tool = call_tool
+        self.tool_reply = tool_reply
         self.port = 0
 
         self._lock = threading.Lock()
@@ -796,6 +816,7 @@ class FakeRealtimeServer:
         await self._item_added(conn, item, previous, done=True)
         transcript = self.transcribe(pcm)
         conn.last_user_text = transcript
+        conn.after_tools.clear()
         item["content"][0]["transcript"] = transcript
         transcription = self._transcription(conn)
         if transcription is None:
@@ -852,13 +873,24 @@ class FakeRealtimeServer:
             )
             await self._error(conn, "string_above_max_length", message, event, param="item.id")
             return
+        kind = item.get("type", "message")
+        if kind == "function_call_output" and item.get("call_id") not in conn.calls:
+            # A client bug: the API knows no such call in this conversation.
+            self._invalid(f"client: function_call_output for unknown call {item.get('call_id')}")
         previous = conn.last_item_id
         item.update(id=item_id, object="realtime.item", status="completed")
         conn.items[item_id] = item
-        if item.get("role") == "user":
-            texts = [c.get("text") or "" for c in item.get("content") or [] if c.get("text")]
-            if texts:
-                conn.last_user_text = " ".join(texts)
+        texts = [c.get("text") or "" for c in item.get("content") or [] if c.get("text")]
+        if kind == "function_call":
+            conn.calls[str(item.get("call_id"))] = str(item.get("name"))
+        elif kind == "function_call_output":
+            name = conn.calls.get(str(item.get("call_id")), "")
+            conn.after_tools.append(self.tool_reply(name, str(item.get("output"))))
+        elif item.get("role") == "system" and texts:
+            conn.after_tools.append(self.tool_reply("system", " ".join(texts)))
+        elif item.get("role") == "user" and texts:
+            conn.last_user_text = " ".join(texts)
+            conn.after_tools.clear()
         await self._item_added(conn, item, previous, done=True)
 
     async def _on_conversation_item_truncate(self, conn: _Conn, event: dict[str, Any]) -> None:
@@ -920,10 +952,85 @@ class FakeRealtimeServer:
         conn.response.cancel_reason = "client_cancelled"
 
     def _start_response(self, conn: _Conn) -> None:
-        text = self.reply(conn.last_user_text)
+        call = None
+        if conn.after_tools:
+            text = " ".join(conn.after_tools)
+            conn.after_tools.clear()
+        else:
+            text = self.reply(conn.last_user_text)
+            if self.call_tool is not None:
+                tools = [t for t in conn.session.get("tools") or [] if t.get("type") == "function"]
+                call = self.call_tool(conn.last_user_text, tools)
         response = _Response(f"resp_{next(self._ids)}", f"item_{next(self._ids)}", text)
         conn.response = response
-        response.task = asyncio.get_running_loop().create_task(self._run_response(conn, response))
+        run = (
+            self._run_response(conn, response)
+            if call is None
+            else self._run_call(conn, response, call[0], json.dumps(call[1]))
+        )
+        response.task = asyncio.get_running_loop().create_task(run)
+
+    async def _run_call(self, conn: _Conn, response: _Response, name: str, arguments: str) -> None:
+        """An answer that calls a function, event by event as the API streams it."""
+        created = self._response_object(conn, response, "in_progress", [])
+        await self._send(conn, {"type": "response.created", "response": created})
+        previous = conn.last_item_id
+        call_id = f"call_{next(self._ids)}"
+        conn.calls[call_id] = name
+        item: dict[str, Any] = {
+            "id": response.item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "in_progress",
+            "name": name,
+            "call_id": call_id,
+            "arguments": "",
+        }
+        conn.items[response.item_id] = item
+        ids = {"response_id": response.id, "item_id": response.item_id, "output_index": 0}
+        await self._send(
+            conn,
+            {
+                "type": "response.output_item.added",
+                "response_id": response.id,
+                "output_index": 0,
+                "item": dict(item),
+            },
+        )
+        await self._item_added(conn, dict(item), previous, done=False)
+        half = len(arguments) // 2
+        for piece in (arguments[:half], arguments[half:]):
+            delta = {"type": "response.function_call_arguments.delta", **ids, "call_id": call_id}
+            await self._send(conn, {**delta, "delta": piece})
+            await asyncio.sleep(self.delta_delay)
+        done = {"type": "response.function_call_arguments.done", **ids, "call_id": call_id}
+        if self.dialect == "ga":
+            done["name"] = name
+        await self._send(conn, {**done, "arguments": arguments})
+        item.update(status="completed", arguments=arguments)
+        await self._send(
+            conn,
+            {
+                "type": "response.output_item.done",
+                "response_id": response.id,
+                "output_index": 0,
+                "item": dict(item),
+            },
+        )
+        if self.dialect == "ga":
+            await self._send(
+                conn, {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
+            )
+        usage = {
+            "total_tokens": 30,
+            "input_tokens": 20,
+            "output_tokens": 10,
+            "input_token_details": {"text_tokens": 20, "audio_tokens": 0, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": 10, "audio_tokens": 0},
+        }
+        finished = self._response_object(conn, response, "completed", [dict(item)], usage)
+        conn.response = None
+        await self._send(conn, {"type": "response.done", "response": finished})
 
     def _response_object(
         self,

@@ -23,6 +23,7 @@ TABLES = {
     "device_tokens",
     "messages",
     "sessions",
+    "tool_calls",
     "usage_records",
 }
 

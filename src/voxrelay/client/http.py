@@ -164,6 +164,11 @@ class VoxrelayClient:
             params = {**params, "playedMs": played_ms}
         return await self._call("POST", "/realtime/interrupt", params=params)
 
+    async def tool_result(self, conversation_id: str, call_id: str, output: Any) -> dict[str, Any]:
+        """The result of a call of one of this client's tools (its ``tool_call`` event)."""
+        body = {"conversationId": conversation_id, "callId": call_id, "output": output}
+        return await self._call("POST", "/realtime/tool-result", json=body)
+
     async def end(self, conversation_id: str) -> dict[str, Any]:
         return await self._call("POST", "/realtime/end", json={"conversationId": conversation_id})
 

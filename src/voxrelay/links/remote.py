@@ -180,6 +180,12 @@ class RemoteSession:
     async def interrupt(self, played_ms: int | None = None) -> None:
         await self._ask({"op": "interrupt", "playedMs": played_ms})
 
+    async def tool_result(self, call_id: str, output: Any) -> None:
+        await self._ask({"op": "tool_result", "callId": call_id, "output": output})
+
+    async def set_tools(self, tools: tuple[dict[str, Any], ...]) -> None:
+        await self._ask({"op": "tools", "tools": list(tools)})
+
     async def add_user_text(self, item_id: str, text: str) -> None:
         await self._ask({"op": "user_text", "itemId": item_id, "text": text})
 

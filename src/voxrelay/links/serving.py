@@ -61,6 +61,10 @@ _IN_ORDER: dict[str, _Apply] = {
         str(header["itemId"]), int(header["playedMs"])
     ),
     "raw": _raw,
+    "tool_result": lambda session, header, _: session.tool_result(
+        str(header["callId"]), header.get("output")
+    ),
+    "tools": lambda session, header, _: session.set_tools(tuple(header["tools"])),
     "end": lambda session, header, _: session.end(header.get("reason") or "client_end"),
     "end_if_last": lambda session, header, _: session.end_if_last(
         header.get("reason") or "client_end"

@@ -6,6 +6,7 @@ from typing import Any
 
 from voxrelay.events import (
     AudioDelta,
+    FunctionCall,
     InputCommitted,
     ModelError,
     ModelEvent,
@@ -60,6 +61,13 @@ def model_event(event: dict[str, Any]) -> ModelEvent | None:
         error = event.get("error") or {}
         code = error.get("code") or "transcription_failed"
         return ModelError(code, error.get("message") or "input transcription failed")
+    if kind == "response.output_item.done":
+        item = event["item"]
+        if item.get("type") != "function_call" or item.get("status") == "incomplete":
+            return None  # an answer's message, or a call cut off before it was whole
+        return FunctionCall(
+            event["response_id"], item["id"], item["call_id"], item["name"], item["arguments"]
+        )
     if kind == "response.created":
         return ResponseStarted(event["response"]["id"])
     if kind == "response.done":

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from voxrelay.providers._chat_tools import ChatToolCalls
+
 # Ends a sentence: terminal punctuation (Latin, CJK, Arabic, Hindi) before a space,
 # or a line break.
 _SENTENCE_END = re.compile(
@@ -32,16 +34,21 @@ def completions_url(url: str) -> str:
 async def stream_chat(
     http: httpx.AsyncClient,
     url: str,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     *,
     model: str | None = None,
     api_key: str | None = None,
+    tools: Sequence[Mapping[str, Any]] = (),
+    calls: ChatToolCalls | None = None,
 ) -> AsyncGenerator[str, None]:
-    """The reply's text as it is generated. Raises ``ChatError`` on any failure."""
+    """The reply's text as it is generated; with ``tools`` (chat completions' form) the
+    functions it calls go to ``calls``. Raises ``ChatError`` on any failure."""
     endpoint = completions_url(url)
     body: dict[str, Any] = {"messages": list(messages), "stream": True}
     if model:
         body["model"] = model
+    if tools:
+        body["tools"] = list(tools)
     headers = {"Accept": "text/event-stream"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -52,7 +59,10 @@ async def stream_chat(
                 raise ChatError(f"{endpoint} answered {response.status_code}: {detail}")
             if response.headers.get("content-type", "").startswith("application/json"):
                 # A server that ignores "stream": the whole answer at once.
-                yield _message_text(json.loads(await response.aread()))
+                answer = json.loads(await response.aread())
+                if calls is not None:
+                    calls.feed(_message(answer).get("tool_calls"))
+                yield _message_text(answer)
                 return
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -63,6 +73,9 @@ async def stream_chat(
                 chunk = json.loads(data)
                 if isinstance(chunk, dict) and chunk.get("error"):
                     raise ChatError(f"{endpoint} failed: {str(chunk['error'])[:_ERROR_DETAIL]}")
+                if calls is not None:
+                    for choice in chunk.get("choices") or ():
+                        calls.feed((choice.get("delta") or {}).get("tool_calls"))
                 text = _delta_text(chunk)
                 if text:
                     yield text
@@ -81,11 +94,16 @@ def _delta_text(chunk: Any) -> str:
     return "".join(parts)
 
 
-def _message_text(answer: Any) -> str:
+def _message(answer: Any) -> dict[str, Any]:
     choices = answer.get("choices") or ()
     if not choices:
         raise ChatError(f"no choices in the answer: {str(answer)[:_ERROR_DETAIL]}")
-    content = (choices[0].get("message") or {}).get("content")
+    message = choices[0].get("message")
+    return message if isinstance(message, dict) else {}
+
+
+def _message_text(answer: Any) -> str:
+    content = _message(answer).get("content")
     return content if isinstance(content, str) else ""
 
 

@@ -21,6 +21,9 @@ class SessionOptions:
     voice: str | None = None
     language: str | None = None
     turn_detection: TurnDetection = "server_vad"
+    # Tools the model may call, as ``session.update`` declares them (function tools,
+    # and for an OpenAI-protocol upstream remote MCP servers).
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,31 @@ class HistoryMessage:
     text: str
     # The item id the conversation knew it by, when the upstream may take it again.
     item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryToolCall:
+    """An earlier function call, with its result (JSON text) once it has one."""
+
+    call_id: str
+    name: str
+    arguments: str
+    output: str | None = None
+    item_id: str | None = None
+
+
+HistoryItem = HistoryMessage | HistoryToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """The result of a function call, for the model (JSON text). ``late``: the call
+    was answered already (that its result would follow); this is the result itself."""
+
+    call_id: str
+    output: str
+    name: str = ""
+    late: bool = False
 
 
 class ProviderError(Exception):
@@ -75,7 +103,7 @@ class Provider(Protocol):
     output_rate: int
 
     async def open(
-        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+        self, options: SessionOptions, history: Sequence[HistoryItem], emit: EmitModelEvent
     ) -> None: ...
 
     async def send_audio(self, pcm: bytes) -> None: ...
@@ -91,6 +119,15 @@ class Provider(Protocol):
     async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
         """Stop the response in progress; with ``played_ms``, forget the unheard rest
         of assistant item ``item_id``."""
+        ...
+
+    async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
+        """Give the model the results of its function calls, then ask for a response
+        (with no outputs: only ask for it)."""
+        ...
+
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the tools the model may call (``SessionOptions.tools``' form)."""
         ...
 
     async def close(self) -> None: ...

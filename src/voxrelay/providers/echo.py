@@ -10,19 +10,27 @@ Each answer reports its usage, made up the same way every time: input, one token
 word typed or per 100 ms of the user's turn; output, one token per word of the answer
 and per 50 ms of its audio (what of it was sent, when it is cut short). Nothing is
 cached, and nothing is counted for turns before this one.
+
+A typed turn of the form ``call tool NAME {"some": "arguments"}`` is answered with a
+call of that function (whether or not the session declares it), as a model would;
+the results it is then given are answered with "The NAME tool said: ...".
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from voxrelay.audio import SAMPLE_WIDTH, duration_ms
 from voxrelay.events import (
     AudioDelta,
+    FunctionCall,
     InputCommitted,
     ModelError,
     ModelEvent,
@@ -35,7 +43,13 @@ from voxrelay.events import (
     TranscriptDelta,
     TranscriptDone,
 )
-from voxrelay.providers.base import EmitModelEvent, HistoryMessage, SessionOptions
+from voxrelay.providers.base import (
+    EmitModelEvent,
+    HistoryItem,
+    HistoryMessage,
+    SessionOptions,
+    ToolOutput,
+)
 
 RATE = 24000
 FRAME_BYTES = RATE // 50 * SAMPLE_WIDTH  # 20 ms
@@ -44,6 +58,8 @@ FRAMES_TO_START = 3  # 60 ms of sound starts a turn
 FRAMES_TO_STOP = 25  # 500 ms of quiet ends it
 CHUNK_BYTES = RATE // 10 * SAMPLE_WIDTH  # answer audio in 100 ms deltas
 MS_PER_CHARACTER = 60
+# A typed turn that makes it call a tool: the name, then the arguments' JSON object.
+CALL_TOOL = re.compile(r"^call tool ([A-Za-z0-9_-]{1,64})\s*(\{.*\})?\s*$", re.DOTALL)
 
 
 class EchoProvider:
@@ -53,7 +69,8 @@ class EchoProvider:
     def __init__(self) -> None:
         self._deliver: EmitModelEvent | None = None
         self._options = SessionOptions()
-        self._history: list[HistoryMessage] = []
+        self._history: list[HistoryItem] = []
+        self._calls: dict[str, str] = {}  # call id: the tool's name
         self._pending = bytearray()  # not yet a whole 20 ms frame
         self._turn = bytearray()  # audio of the user's current turn
         self._loud_frames = 0
@@ -65,12 +82,12 @@ class EchoProvider:
         self._closed = False
 
     @property
-    def history(self) -> list[HistoryMessage]:
+    def history(self) -> list[HistoryItem]:
         """Earlier turns replayed at open, then every turn since."""
         return self._history
 
     async def open(
-        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+        self, options: SessionOptions, history: Sequence[HistoryItem], emit: EmitModelEvent
     ) -> None:
         self._options = options
         self._history = list(history)
@@ -94,7 +111,34 @@ class EchoProvider:
 
     async def send_text(self, item_id: str, text: str) -> None:
         self._history.append(HistoryMessage("user", text))
+        call = CALL_TOOL.match(text)
+        if call is not None:
+            self._call_tool(call.group(1), call.group(2) or "{}")
+            return
         self._respond(f"You said: {text}", _tone(_spoken_ms(text)), typed=len(text.split()))
+
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        self._options = replace(self._options, tools=tuple(dict(tool) for tool in tools))
+
+    async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
+        said = [
+            f"{'Later, the' if out.late else 'The'} {self._calls.get(out.call_id, out.name)}"
+            f" tool said: {out.output}"
+            for out in outputs
+        ]
+        text = " ".join(said) or "Here is what I found."
+        self._respond(text, _tone(_spoken_ms(text)))
+
+    def _call_tool(self, name: str, arguments: str) -> None:
+        """An answer that is only a call of ``name``, as a model makes one."""
+        if self._response is not None and not self._response.done():
+            self._response.cancel()
+        response_id, item_id = self._next_id("resp"), self._next_id("item")
+        call_id = self._next_id("call")
+        self._calls[call_id] = name
+        self._emit(ResponseStarted(response_id))
+        self._emit(FunctionCall(response_id, item_id, call_id, name, arguments))
+        self._emit(ResponseDone(response_id, "completed"))
 
     async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
         if self._response is not None and not self._response.done():

@@ -18,9 +18,9 @@ import functools
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -28,6 +28,7 @@ from voxrelay.audio import SAMPLE_WIDTH
 from voxrelay.config import Settings
 from voxrelay.events import (
     AudioDelta,
+    FunctionCall,
     InputCommitted,
     ModelError,
     ModelEvent,
@@ -40,11 +41,19 @@ from voxrelay.events import (
     TranscriptDone,
 )
 from voxrelay.providers._chat import ChatError, SentenceSplitter, split_sentences, stream_chat
+from voxrelay.providers._chat_tools import ChatToolCalls, chat_messages, chat_tools
 from voxrelay.providers._recognition import Recognizer, decoder_pool
 from voxrelay.providers._speech import INPUT_RATE, asr_executor, tts_executor
 from voxrelay.providers._synthesis import OUTPUT_RATE, speakable, synthesis_job
 from voxrelay.providers._turn_detection import TurnDetector
-from voxrelay.providers.base import EmitModelEvent, HistoryMessage, SessionOptions
+from voxrelay.providers.base import (
+    EmitModelEvent,
+    HistoryItem,
+    HistoryMessage,
+    HistoryToolCall,
+    SessionOptions,
+    ToolOutput,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +105,7 @@ class LocalProvider:
         self._http: httpx.AsyncClient | None = None
         self._deliver: EmitModelEvent | None = None
         self._options = SessionOptions()
-        self._history: list[HistoryMessage] = []
+        self._history: list[HistoryItem] = []
         self._vad = TurnDetector()
         self._turn_item: str | None = None  # the user turn being heard
         self._manual_bytes = 0
@@ -119,14 +128,14 @@ class LocalProvider:
         )
 
     @property
-    def history(self) -> list[HistoryMessage]:
+    def history(self) -> list[HistoryItem]:
         """Earlier turns given at open, then every turn since."""
         return self._history
 
     # -- the Provider interface ----------------------------------------------------------
 
     async def open(
-        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+        self, options: SessionOptions, history: Sequence[HistoryItem], emit: EmitModelEvent
     ) -> None:
         self._options = options
         self._history = list(history)
@@ -189,6 +198,22 @@ class LocalProvider:
             return
         self._history.append(HistoryMessage("user", text))
         await self._start_response(text, f"You said: {text}")
+
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        self._options = replace(self._options, tools=tuple(dict(tool) for tool in tools))
+
+    async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
+        if self._closed:
+            return
+        given = {out.call_id: out.output for out in outputs}
+        for index, item in enumerate(self._history):
+            if isinstance(item, HistoryToolCall) and item.call_id in given:
+                output = given[item.call_id]
+                self._history[index] = HistoryToolCall(
+                    item.call_id, item.name, item.arguments, output
+                )
+        said = " ".join(out.output for out in outputs)
+        await self._start_response(None, f"The tools said: {said}", after_tools=True)
 
     async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
         await self._stop_response()
@@ -329,12 +354,14 @@ class LocalProvider:
 
     # -- responses -------------------------------------------------------------------------
 
-    async def _start_response(self, user_text: str | None, echo: str) -> None:
+    async def _start_response(
+        self, user_text: str | None, echo: str, *, after_tools: bool = False
+    ) -> None:
         await self._stop_response()
         if self._closed:
             return
         self._response = asyncio.get_running_loop().create_task(
-            self._respond(_new_id("resp"), _new_id("item"), user_text, echo)
+            self._respond(_new_id("resp"), _new_id("item"), user_text, echo, after_tools)
         )
 
     async def _stop_response(self) -> None:
@@ -345,7 +372,7 @@ class LocalProvider:
                 await response
 
     async def _respond(
-        self, response_id: str, item_id: str, user_text: str | None, echo: str
+        self, response_id: str, item_id: str, user_text: str | None, echo: str, after_tools: bool
     ) -> None:
         self._emit(ResponseStarted(response_id))
         said: list[str] = []
@@ -366,12 +393,14 @@ class LocalProvider:
 
         try:
             fallback = True
-            if self._llm_url and user_text:
+            if self._llm_url and (user_text or after_tools):
                 try:
-                    async with contextlib.aclosing(self._chat()) as sentences:
+                    calls = ChatToolCalls()
+                    async with contextlib.aclosing(self._chat(calls)) as sentences:
                         async for sentence in sentences:
                             await speak(sentence)
-                    fallback = not said
+                    self._called(response_id, calls)
+                    fallback = not said and not calls.calls()
                     if fallback:
                         raise ChatError("the model answered with no text")
                 except ChatError as error:
@@ -396,14 +425,20 @@ class LocalProvider:
             self._answer = _Answer(item_id, len(self._history) - 1, text, audio_bytes)
         self._emit(ResponseDone(response_id, status))
 
-    async def _chat(self) -> AsyncGenerator[str, None]:
+    def _called(self, response_id: str, calls: ChatToolCalls) -> None:
+        """The functions the answer called: the session runs them, then sends their
+        results (``send_tool_outputs``)."""
+        for call_id, name, arguments in calls.calls():
+            call_id = call_id or _new_id("call")
+            self._history.append(HistoryToolCall(call_id, name, arguments))
+            self._emit(FunctionCall(response_id, _new_id("item"), call_id, name, arguments))
+
+    async def _chat(self, calls: ChatToolCalls) -> AsyncGenerator[str, None]:
         assert self._llm_url is not None
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
-        messages = [
-            {"role": "system", "content": self._options.instructions or DEFAULT_INSTRUCTIONS}
-        ]
-        messages += [{"role": m.role, "content": m.text} for m in self._history if m.text]
+        system = self._options.instructions or DEFAULT_INSTRUCTIONS
+        messages = [{"role": "system", "content": system}, *chat_messages(self._history)]
         splitter = SentenceSplitter()
         async with contextlib.aclosing(
             stream_chat(
@@ -412,6 +447,8 @@ class LocalProvider:
                 messages,
                 model=self._llm_model,
                 api_key=self._llm_api_key,
+                tools=chat_tools(self._options.tools),
+                calls=calls,
             )
         ) as pieces:
             async for piece in pieces:

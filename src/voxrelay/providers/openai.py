@@ -34,6 +34,7 @@ from picows import (
 from voxrelay.events import (
     ModelError,
 )
+from voxrelay.openai_realtime.fields import function_tools
 from voxrelay.openai_realtime.model_events import model_event
 from voxrelay.openai_realtime.protocol import (
     ITEM_ID_MAX,
@@ -47,9 +48,11 @@ from voxrelay.openai_realtime.protocol import (
 from voxrelay.providers.base import (
     PERMANENT_ERRORS,
     EmitModelEvent,
+    HistoryItem,
     HistoryMessage,
     ProviderError,
     SessionOptions,
+    ToolOutput,
 )
 from voxrelay.ws_messages import WholeMessages
 
@@ -65,7 +68,7 @@ _STATUS_HINTS = {
 # Keepalive pings while the upstream is silent; a link that stops answering is lost.
 _PING_IDLE_SECONDS = 20.0
 _MAX_MESSAGE_BYTES = 64 << 20
-_READ_BUFFER_BYTES = 4096
+_READ_BUFFER_BYTES = 4096  # grown as frames need; an idle link holds this much
 _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 # An item id an upstream takes back as it is (the ids it makes itself, and ours).
 _REUSABLE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{ITEM_ID_MAX}}}")
@@ -118,7 +121,7 @@ class RealtimeProvider:
         return f"RealtimeProvider({self.name}, {_redacted(self.url)}, {self.dialect})"
 
     async def open(
-        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+        self, options: SessionOptions, history: Sequence[HistoryItem], emit: EmitModelEvent
     ) -> None:
         where = f"{self.name} realtime at {_redacted(self.url)}"
         loop = asyncio.get_running_loop()
@@ -136,8 +139,6 @@ class RealtimeProvider:
                     auto_ping_idle_timeout=_PING_IDLE_SECONDS,
                     auto_ping_reply_timeout=_PING_IDLE_SECONDS,
                     max_frame_size=_MAX_MESSAGE_BYTES,
-                    # Grown as frames need (an answer's audio); an idle link holds
-                    # this much, 16 KiB by default.
                     read_buffer_init_size=_READ_BUFFER_BYTES,
                     logger_name="voxrelay.upstream",
                 )
@@ -182,7 +183,8 @@ class RealtimeProvider:
         link.opened()
         self._send(self._session_update(options))
         for earlier in history:
-            self._send({"type": "conversation.item.create", "item": self._message(earlier)})
+            for item in self._items(earlier):
+                self._send({"type": "conversation.item.create", "item": item})
         await link.writable()
 
     def _session_update(self, options: SessionOptions) -> dict[str, Any]:
@@ -219,7 +221,29 @@ class RealtimeProvider:
             }
         if options.instructions is not None:
             session["instructions"] = options.instructions
+        if options.tools:
+            # Beta knows function tools only: remote MCP servers are GA's.
+            tools = list(options.tools)
+            session["tools"] = function_tools(tools) if self.dialect == "beta" else tools
         return {"type": "session.update", "session": session}
+
+    def _items(self, earlier: HistoryItem) -> list[dict[str, Any]]:
+        """An earlier turn as conversation items: a message, or a function call and its
+        output."""
+        if isinstance(earlier, HistoryMessage):
+            return [self._message(earlier)]
+        call: dict[str, Any] = {
+            "type": "function_call",
+            "call_id": earlier.call_id,
+            "name": earlier.name,
+            "arguments": earlier.arguments,
+        }
+        if earlier.item_id and _REUSABLE_ID.fullmatch(earlier.item_id):
+            call["id"] = earlier.item_id
+        if earlier.output is None:
+            return [call]  # its output may still come, for this call id
+        output = {"type": "function_call_output", "call_id": earlier.call_id}
+        return [call, {**output, "output": earlier.output}]
 
     def _message(self, message: HistoryMessage) -> dict[str, Any]:
         if message.role == "user":
@@ -253,6 +277,31 @@ class RealtimeProvider:
         item = self._message(HistoryMessage(role="user", text=text))
         item["id"] = _upstream_item_id(item_id)
         self._send({"type": "conversation.item.create", "item": item})
+        self._send({"type": "response.create"})
+        await self._writable()
+
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        declared = [dict(tool) for tool in tools]
+        if self.dialect == "beta":
+            session: dict[str, Any] = {"tools": function_tools(declared)}
+        else:
+            session = {"type": "realtime", "tools": declared}
+        self._send({"type": "session.update", "session": session})
+        await self._writable()
+
+    async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
+        for result in outputs:
+            item: dict[str, Any]
+            if result.late:
+                # The call has its output already (that the result would follow): the
+                # result itself comes as a note of the system's.
+                text = f"The result of {result.name} (call {result.call_id}): {result.output}"
+                content = [{"type": "input_text", "text": text}]
+                item = {"type": "message", "role": "system", "content": content}
+            else:
+                item = {"type": "function_call_output", "call_id": result.call_id}
+                item["output"] = result.output
+            self._send({"type": "conversation.item.create", "item": item})
         self._send({"type": "response.create"})
         await self._writable()
 

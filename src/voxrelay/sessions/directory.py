@@ -19,6 +19,7 @@ from voxrelay.sessions.live import EndReason, LiveSession, StartRequest
 from voxrelay.sessions.registry import OwnerCall, Registry
 from voxrelay.store import Conversation, ConversationExists, Store
 from voxrelay.store.ids import CONVERSATION_PREFIX, storable
+from voxrelay.tools import client_tools
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -60,6 +61,8 @@ class Directory:
             if value is not None and not storable(value):
                 # The session's record keeps its options: it could not be stored.
                 raise InvalidRequest(f"{name} must not hold a NUL character")
+        # Before anything is created: a client tool may not take a server tool's name.
+        client_tools(list(options.tools), self._registry.toolbox.names)
         if conversation_id is None:
             conversation_id = self._elsewhere.new_id(CONVERSATION_PREFIX)
             await self._store.create_conversation(user_id, conversation_id)

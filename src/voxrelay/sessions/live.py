@@ -48,7 +48,9 @@ class StartRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StartRequest:
-        return cls(**{**data, "options": SessionOptions(**data["options"])})
+        options = dict(data["options"])
+        options["tools"] = tuple(options.get("tools") or ())
+        return cls(**{**data, "options": SessionOptions(**options)})
 
 
 class LiveSession(Protocol):
@@ -85,6 +87,15 @@ class LiveSession(Protocol):
     async def send_text(self, text: str, item_id: str | None = None) -> str: ...
 
     async def interrupt(self, played_ms: int | None = None) -> None: ...
+
+    async def tool_result(self, call_id: str, output: Any) -> None:
+        """A client's result for a call of one of its own tools (``NotFound`` for a call
+        it does not have, ``AlreadyAnswered`` for one answered already)."""
+        ...
+
+    async def set_tools(self, tools: tuple[dict[str, Any], ...]) -> None:
+        """Replace the function tools the session's clients declared."""
+        ...
 
     async def add_user_text(self, item_id: str, text: str) -> None:
         """Store and publish a typed user message the client sends upstream itself."""

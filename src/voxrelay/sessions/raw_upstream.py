@@ -1,7 +1,8 @@
 """The pass-through side of a session's upstream: over OpenAI-protocol links, the
 upstream's own events reach the pass-through listeners from whichever link is
 current, and what a pass-through client sent to configure the session is sent
-again to every new link."""
+again to every new link. The session's own tools stay out of the pass-through
+client's view (``HiddenTools``) and stay declared whatever tools it declares."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
+from voxrelay.openai_realtime.hidden_tools import HiddenTools
 from voxrelay.openai_realtime.protocol import RawListener, RawListeners
-from voxrelay.providers.base import HistoryMessage, Provider, RawProvider
+from voxrelay.providers.base import (
+    EmitModelEvent,
+    HistoryItem,
+    Provider,
+    RawProvider,
+    SessionOptions,
+)
 from voxrelay.sessions.upstream import Upstream, UpstreamPolicy
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,7 @@ class RawUpstream(Upstream):
         self._updates: list[Mapping[str, Any]] = []
         self._queued: list[Mapping[str, Any]] = []
         self._links = 0
+        self._hidden = HiddenTools((), first.dialect)
         # Each link's subscription, held (a dropped one would unsubscribe itself).
         self._subscriptions: dict[int, contextlib.AbstractContextManager[None]] = {}
 
@@ -52,7 +63,8 @@ class RawUpstream(Upstream):
 
     @property
     def raw_session(self) -> dict[str, Any] | None:
-        return self._raw_link().raw_session
+        session = self._raw_link().raw_session
+        return None if session is None else self._hidden.session(session)
 
     @property
     def raw_session_settled(self) -> bool:
@@ -61,9 +73,13 @@ class RawUpstream(Upstream):
     def raw_events(self, listener: RawListener) -> contextlib.AbstractContextManager[None]:
         return self._raw_listeners.subscribed(listener)
 
-    async def _open_link(
-        self, link: Provider, history: Sequence[HistoryMessage], ident: int
+    async def open(
+        self, options: SessionOptions, history: Sequence[HistoryItem], emit: EmitModelEvent
     ) -> None:
+        self._hidden = HiddenTools(options.tools, self._raw_link().dialect)
+        await super().open(options, history, emit)
+
+    async def _open_link(self, link: Provider, history: Sequence[HistoryItem], ident: int) -> None:
         assert isinstance(link, RawProvider)
         first = self._links == 0
         self._links += 1
@@ -73,7 +89,10 @@ class RawUpstream(Upstream):
                 return
             if not first and event.get("type") == "session.created":
                 return  # a pass-through client has its session already
-            self._raw_listeners.tell(event, raw)
+            shown = self._hidden.shown(event)
+            if shown is None:
+                return
+            self._raw_listeners.tell(shown, raw if shown is event else orjson.dumps(shown))
 
         subscription = link.raw_events(forward)
         subscription.__enter__()
@@ -82,7 +101,13 @@ class RawUpstream(Upstream):
         self._subscriptions[ident] = subscription
         await super()._open_link(link, history, ident)
 
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        # Beside those a pass-through client declared itself, which stay.
+        self._hidden.declare(tools)
+        await super().update_tools([*self._hidden.client_tools, *tools])
+
     async def send_raw(self, event: Mapping[str, Any]) -> None:
+        event = self._hidden.merged(event)
         kind = event.get("type")
         if kind == "input_audio_buffer.append":
             audio = event.get("audio")

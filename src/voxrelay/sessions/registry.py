@@ -8,8 +8,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
+
+import httpx
+import orjson
 
 from voxrelay import metrics
 from voxrelay.config import Settings
@@ -17,17 +20,25 @@ from voxrelay.events import ModelEvent
 from voxrelay.exceptions import ConversationBusy, ServerClosing, UpstreamUnavailable
 from voxrelay.pricing import load_prices
 from voxrelay.providers import model_name
-from voxrelay.providers.base import HistoryMessage, Provider, ProviderError
+from voxrelay.providers.base import (
+    HistoryItem,
+    HistoryMessage,
+    HistoryToolCall,
+    Provider,
+    ProviderError,
+)
 from voxrelay.sessions.live import EndReason, StartRequest
 from voxrelay.sessions.pacing import AudioPace
 from voxrelay.sessions.per_device import DeviceSessions
 from voxrelay.sessions.quotas import Limits, Quotas
 from voxrelay.sessions.raw_upstream import upstream_for
 from voxrelay.sessions.session import Session
+from voxrelay.sessions.tools import ToolCalls
 from voxrelay.sessions.transcripts import TranscriptWriter, WriteHealth
 from voxrelay.sessions.upstream import Upstream, UpstreamPolicy
 from voxrelay.sessions.usage import UsageMeter
-from voxrelay.store import Store
+from voxrelay.store import Message, Store, ToolCall
+from voxrelay.tools import NO_TOOLS, Toolbox, client_tools
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +56,12 @@ class Registry:
         settings: Settings,
         provider_factory: ProviderFactory,
         new_session_id: Callable[[], str],
+        toolbox: Toolbox = NO_TOOLS,
     ) -> None:
         self._store = store
+        self.toolbox = toolbox
+        # Every session's server tools share one pool of connections.
+        self._tool_http = httpx.AsyncClient(follow_redirects=False)
         self._settings = settings
         self._provider_factory = provider_factory
         self._new_session_id = new_session_id
@@ -112,13 +127,17 @@ class Registry:
             raise ServerClosing()
         conversation_id, options = request.conversation_id, request.options
         messages = await self._store.list_messages(conversation_id)
-        history = [HistoryMessage(m.role, m.text, m.item_id) for m in messages if m.text]  # type: ignore[arg-type]
+        calls = await self._store.list_tool_calls(conversation_id)
+        history = _history(messages, calls)
+        # The client's tools (its own, ``options``) and the server's are the model's.
+        client = client_tools(list(options.tools), self.toolbox.names)
+        tools = (*self.toolbox.upstream(), *options.tools)
         provider = upstream_for(self._provider_factory, self._upstream_policy)
         inbox = _Inbox()
         name = self._settings.provider
         opening_at = time.monotonic()
         try:
-            await provider.open(options, history, inbox)
+            await provider.open(replace(options, tools=tools), history, inbox)
         except Exception as error:
             metrics.UPSTREAM_FAILURES.labels(provider=name, stage="open").inc()
             log.warning(
@@ -151,7 +170,7 @@ class Registry:
             input_sample_rate=request.input_rate,
             output_sample_rate=request.output_rate,
             turn_detection=options.turn_detection,
-            options={k: v for k, v in asdict(options).items() if v is not None},
+            options={k: v for k, v in asdict(options).items() if v not in (None, ())},
             session_id=self._new_session_id(),
         )
         await self._refuse_when_closing(provider, record.id)
@@ -180,7 +199,17 @@ class Registry:
                 self._settings.max_upload_realtime_factor, self._settings.upload_burst_seconds
             ),
             transcripts=transcripts,
-            next_position=(messages[-1].position + 1) if messages else 0,
+            tools=ToolCalls(
+                transcripts,
+                toolbox=self.toolbox,
+                client={tool.name: tool for tool in client},
+                http=self._tool_http,
+                client_timeout=self._settings.client_tool_timeout_seconds,
+            ),
+            next_position=max(
+                [m.position for m in messages] + [c.position for c in calls], default=-1
+            )
+            + 1,
         )
         session.when_listened(
             on_active=lambda: self._disarm_idle_timer(session),
@@ -292,6 +321,23 @@ class Registry:
         self._closing = True
         sessions = list(self._sessions.values())
         await asyncio.gather(*(s.end(reason) for s in sessions), return_exceptions=True)
+        await self._tool_http.aclose()
+
+
+def _history(messages: list[Message], calls: list[ToolCall]) -> list[HistoryItem]:
+    """What a new link is told of the conversation: its messages and tool calls (each
+    with its result, or why it has none) in order."""
+    items: list[tuple[int, HistoryItem]] = [
+        (m.position, HistoryMessage(m.role, m.text, m.item_id))  # type: ignore[arg-type]
+        for m in messages
+        if m.text
+    ]
+    for call in calls:
+        output = call.output if call.status == "completed" else {"error": call.error or "no result"}
+        result = orjson.dumps(output).decode()
+        history = HistoryToolCall(call.call_id, call.name, call.arguments_text, result)
+        items.append((call.position, history))
+    return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
 
 class _Inbox:

@@ -11,18 +11,13 @@ The audio path has no hop of its own: a transport's call applies its chunk
 (resample, hand to the provider) in the transport's own task when nothing is
 ahead of it, and the provider's events are handled in the callback that
 delivers them, so a chunk costs no task switch inside the session either way.
-
-A provider that speaks the OpenAI Realtime protocol upstream (``RawProvider``)
-also offers its own events to the OpenAI-compatible WebSocket; the session only
-keeps the order of what is sent raw (``send_raw``), beside every other request.
-The provider still maps the same upstream events into the log, so transcripts
-are stored and other listeners see normalized events as usual.
+What is sent raw (``send_raw``, over an OpenAI-protocol ``RawProvider``) keeps its
+order beside every other request; function calls are ``sessions.tools``' to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -31,10 +26,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from voxrelay import metrics
-from voxrelay.audio import StreamResampler
+from voxrelay.audio import StreamResampler, client_audio
 from voxrelay.eventlog import EventLog
 from voxrelay.events import (
     AudioDelta,
+    FunctionCall,
     InputCommitted,
     ModelError,
     ModelEvent,
@@ -48,11 +44,12 @@ from voxrelay.events import (
     UpstreamRestored,
 )
 from voxrelay.exceptions import SessionEnded
-from voxrelay.providers.base import Provider, RawProvider, TurnDetection
+from voxrelay.providers.base import Provider, RawProvider, ToolOutput, TurnDetection
 from voxrelay.sessions.items import AssistantItem, Items, Turn
 from voxrelay.sessions.listeners import Listeners
 from voxrelay.sessions.live import EndReason, Reads, check_text, new_item_id
 from voxrelay.sessions.pacing import UNPACED, AudioPace
+from voxrelay.sessions.tools import ToolCalls
 from voxrelay.sessions.transcripts import STORAGE_UNAVAILABLE, TranscriptWriter, cut_to_fraction
 from voxrelay.store import Store
 
@@ -76,6 +73,7 @@ class Session:
         log_max_bytes: int,
         next_position: int,
         transcripts: TranscriptWriter,
+        tools: ToolCalls,
         max_text_chars: int = 4000,
         pace: AudioPace = UNPACED,
     ) -> None:
@@ -104,6 +102,8 @@ class Session:
         self._order = asyncio.Lock()
         self._transcripts = transcripts
         transcripts.on_failing = lambda: self.publish_error(*STORAGE_UNAVAILABLE)
+        self._tools = tools
+        tools.log, tools.send, tools.publish_error = self.log, self._send_tools, self.publish_error
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         self._max_text_chars = max_text_chars
@@ -123,8 +123,7 @@ class Session:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Begin storing transcripts; the provider must already be open, delivering
-        its events to ``on_model_event``."""
+        """Begin storing transcripts (the provider is open, emitting to ``on_model_event``)."""
         self._transcripts.start()
 
     @property
@@ -141,17 +140,15 @@ class Session:
         await self._ended.wait()
 
     async def end_if_last(self, reason: EndReason) -> bool:
-        """End the session when the caller is its only listener (a client that closes
-        its connection is done with the conversation, unless somebody else still
-        listens); returns whether it ended."""
+        """End the session when the caller is its only listener (a client closing its
+        connection is done, unless somebody else listens); returns whether it ended."""
         if not self.active or self.listeners > 1:
             return False
         await self.end(reason)
         return True
 
     def can_restart(self) -> bool:
-        """Whether it may still be replaced by one with other settings: active, nothing
-        said beyond its opening event, nobody else listening."""
+        """Whether one with other settings may replace it: active, silent, alone."""
         return self.active and self.listeners <= 1 and self.log.last_id <= 1
 
     async def _end(self, reason: EndReason) -> None:
@@ -160,6 +157,7 @@ class Session:
         self.end_reason = reason
         with contextlib.suppress(Exception):
             await self._provider.close()
+        await self._tools.close()
         self._store_unfinished_answers()
         await self._transcripts.close()
         try:
@@ -180,8 +178,6 @@ class Session:
     def stored_messages(self) -> int:
         return self._transcripts.messages
 
-    # -- listeners -----------------------------------------------------------------
-
     @property
     def listeners(self) -> int:
         return self._listeners.count
@@ -193,18 +189,14 @@ class Session:
     def attached(
         self, *, reads: Reads = "all", after: int | None = None
     ) -> contextlib.AbstractContextManager[None]:
-        """Count a listener or an upload in progress while the block runs: the session
-        is not idle.
-
-        ``reads`` (see ``Reads``) says what it takes from the log; answer audio goes
-        into the log only while someone may read it there. ``after`` (where a
-        replaying listener starts) matters only to a session mirrored from elsewhere."""
+        """Count a listener (or an upload) while the block runs: the session is not idle.
+        ``reads`` (``Reads``) says what it takes from the log (answer audio is logged only
+        while someone may read it); ``after`` matters only to a mirrored session."""
         return self._listeners.attached(reads)
 
     @property
     def raw(self) -> RawProvider | None:
-        """The upstream's own events and settings, for a provider that speaks the OpenAI
-        Realtime protocol; None for every other provider."""
+        """The upstream's own events and settings (an OpenAI-protocol provider), or None."""
         return self._raw_provider
 
     # -- requests from transports ------------------------------------------------------
@@ -212,11 +204,9 @@ class Session:
     async def send_audio(
         self, pcm: bytes, rate: int | None = None, *, transport: str = "", received_at: float = 0.0
     ) -> None:
-        """Send client audio (at ``rate``, default the session's input rate) upstream,
-        after every request before it. A ``transport`` of ``metrics.AUDIO_TRANSPORTS`` with
-        the ``time.monotonic()`` it received the chunk at is measured in
-        ``voxrelay_relay_latency_seconds``. A failure upstream is reported to the
-        listeners as an ``error`` event, not raised: the client's stream goes on."""
+        """Send client audio (at ``rate``, default the input rate) upstream after every
+        request before it; ``transport`` and ``received_at`` (``time.monotonic()``) time it in
+        ``voxrelay_relay_latency_seconds``. An upstream failure is an ``error`` event."""
         if not self.active:
             raise SessionEnded()
         rate = rate or self.input_rate
@@ -243,9 +233,8 @@ class Session:
             await self._provider.commit()
 
     async def send_text(self, text: str, item_id: str | None = None) -> str:
-        """Send a typed user message upstream and ask for an answer. With the
-        ``item_id`` of a message already stored by ``add_user_text``, it is not
-        stored or published again."""
+        """Send a typed user message upstream and ask for an answer (one ``add_user_text``
+        stored already, by its ``item_id``, is not stored or published again)."""
         check_text(text, self._max_text_chars)
         item_id = item_id or new_item_id()
         async with self._applying():
@@ -258,9 +247,8 @@ class Session:
         return item_id
 
     async def add_user_text(self, item_id: str, text: str) -> None:
-        """Store a typed user message whose item id the client chose, in its place
-        in the conversation, and publish its final transcript; nothing goes upstream
-        (the caller sends the item itself, raw or with ``send_text``)."""
+        """Store and publish a typed user message by the item id the client chose, in its
+        place; nothing goes upstream (the caller sends it, raw or with ``send_text``)."""
         check_text(text, self._max_text_chars)
         async with self._applying():
             self._turn = Turn()
@@ -268,9 +256,8 @@ class Session:
             self._recorded_texts.add(item_id)
 
     async def note_heard(self, item_id: str, played_ms: int) -> None:
-        """The user heard only ``played_ms`` of assistant item ``item_id``: cut its stored
-        transcript as ``interrupt`` does, without telling the upstream (a pass-through
-        client sends its own ``conversation.item.truncate``)."""
+        """Only ``played_ms`` of answer ``item_id`` was heard: cut its stored text as
+        ``interrupt`` does, telling nothing upstream (a pass-through client truncates)."""
         async with self._applying():
             item = self._items.latest
             if item is not None and item.item_id == item_id:
@@ -307,16 +294,33 @@ class Session:
             ):
                 # A pass-through client ends its turn itself: time the answer from here.
                 self._turn = Turn()
+            self._tools.note_raw(event)
             await raw.send_raw(event)
 
     async def interrupt(self, played_ms: int | None = None) -> None:
         async with self._applying():
             await self._interrupt(played_ms)
 
+    async def tool_result(self, call_id: str, output: Any) -> None:
+        """A client's result for a call of one of its own tools (``sessions.tools``)."""
+        if not self.active:
+            raise SessionEnded()
+        self._tools.result(call_id, output)
+
+    async def set_tools(self, tools: tuple[dict[str, Any], ...]) -> None:
+        """Replace the tools its clients declared (``InvalidTool`` for a bad one)."""
+        declared = self._tools.declare(tools)
+        async with self._applying():
+            await self._provider.update_tools(declared)
+
+    async def _send_tools(self, outputs: list[ToolOutput]) -> None:
+        async with self._applying():
+            self._turn = Turn()
+            await self._provider.send_tool_outputs(outputs)
+
     @contextlib.asynccontextmanager
     async def _applying(self) -> AsyncIterator[None]:
-        """Apply a request after every one before it; a failure upstream is also
-        reported to the listeners, then raised to the caller."""
+        """Apply a request after those before it; an upstream failure is reported, raised."""
         if not self.active:
             raise SessionEnded()
         async with self._order:
@@ -348,8 +352,7 @@ class Session:
             await self._provider.cancel(item.item_id if item else None, heard_ms)
 
     def _cut_to_heard(self, item: AssistantItem, played_ms: int) -> int:
-        """Remember how much of ``item`` was heard (cutting its stored text if it
-        was already stored); returns the heard milliseconds."""
+        """Remember (and cut its stored text to) how much of ``item`` was heard, in ms."""
         heard_ms = item.hear(played_ms, self._provider.output_rate)
         if item.message_id is not None:
             # The answer was already stored whole: cut it to what was heard.
@@ -399,9 +402,13 @@ class Session:
                 self._turn = Turn()
         elif isinstance(event, ResponseStarted):
             self._responding = event.response_id
+            self._tools.response_started(event.response_id)
             self.log.append("response_started", {"responseId": event.response_id})
         elif isinstance(event, ResponseDone):
             self._on_response_done(event)
+            self._tools.response_done(event.response_id)
+        elif isinstance(event, FunctionCall):
+            self._tools.on_call(event, self._items.position_of(event.item_id))
         elif isinstance(event, ModelError):
             self.publish_error(event.code, event.message)
         elif isinstance(event, UpstreamReconnecting):
@@ -419,17 +426,11 @@ class Session:
         if turn is not None and turn.first_audio_ms is None:
             turn.first_audio_ms = (received_at - turn.committed_at) * 1000
             metrics.FIRST_AUDIO_SECONDS.observe(turn.first_audio_ms / 1000)
-        if self._output.passes_through(count):
-            # The client takes the provider's rate: the audio goes out as it came.
-            audio = event.encoded
-        else:
-            try:
-                pcm = self._output.feed(event.pcm)
-            except ValueError:  # binascii.Error: the upstream's base64 is broken
-                log.warning("dropping an audio delta that is not base64")
-                return
-            count = len(pcm)
-            audio = base64.b64encode(pcm).decode("ascii")
+        resampled = client_audio(self._output, event)
+        if resampled is None:
+            log.warning("dropping an audio delta that is not base64")
+            return
+        audio, count = resampled
         if count:
             metrics.AUDIO_OUT.inc(count)
             if not self._listeners.read_audio:
@@ -469,8 +470,7 @@ class Session:
             self._responding = None
         for item in self._items.answers():
             if item.response_id == event.response_id and item.message_id is None and item.text:
-                # The upstream never sent a final transcript (failed mid-answer):
-                # keep what was said.
+                # No final transcript came (failed mid-answer): keep what was said.
                 self._on_transcript_done(TranscriptDone("assistant", item.item_id, item.text))
         self._turn = None
         self.log.append("response_done", {"responseId": event.response_id, "status": event.status})
@@ -478,12 +478,10 @@ class Session:
     def _store_unfinished_answers(self) -> None:
         for item in self._items.answers():
             if item.message_id is None and item.text.strip():
-                text = item.text
-                if item.heard_fraction is not None:
-                    text = cut_to_fraction(text, item.heard_fraction)
-                item.message_id = self._transcripts.add(
-                    "assistant", text, item.position, item.item_id
-                )
+                heard, text = item.heard_fraction, item.text
+                text = text if heard is None else cut_to_fraction(text, heard)
+                where = (item.position, item.item_id)
+                item.message_id = self._transcripts.add("assistant", text, *where)
 
     # -- helpers -------------------------------------------------------------------------
 

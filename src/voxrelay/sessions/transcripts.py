@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voxrelay import logs
-from voxrelay.providers.base import HistoryMessage
+from voxrelay.providers.base import HistoryItem, HistoryMessage, HistoryToolCall
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class TranscriptWriter:
         self.messages = 0
         # Every message of this session as it stands, stored yet or not: what a new
         # upstream link is told of the conversation.
-        self._said: dict[str, tuple[int, HistoryMessage]] = {}
+        self._said: dict[str, tuple[int, HistoryItem]] = {}
 
     def start(self) -> None:
         # The writer's task logs as its session's, whichever request started it.
@@ -106,6 +106,7 @@ class TranscriptWriter:
     def update(self, message_id: str, text: str) -> None:
         if message_id in self._said:
             position, said = self._said[message_id]
+            assert isinstance(said, HistoryMessage)
             self._said[message_id] = (position, HistoryMessage(said.role, text, said.item_id))
 
         async def write() -> None:
@@ -118,7 +119,41 @@ class TranscriptWriter:
         messages and retried as they are; it must be safe to repeat."""
         self._writes.put_nowait(write)
 
-    def said(self) -> list[HistoryMessage]:
+    def add_tool_call(self, call: HistoryToolCall, position: int, fields: dict[str, Any]) -> str:
+        """Queue a new tool call (``fields`` as ``Store.add_tool_call`` takes them); its id
+        comes back at once."""
+        record_id = "tool_" + secrets.token_hex(12)
+        self._said[record_id] = (position, call)
+
+        async def write() -> None:
+            await self._store.add_tool_call(
+                self._conversation_id,
+                session_id=self._session_id,
+                position=position,
+                tool_call_id=record_id,
+                **fields,
+            )
+
+        self._writes.put_nowait(write)
+        return record_id
+
+    def finish_tool_call(self, record_id: str, output: str, fields: dict[str, Any]) -> None:
+        """Queue a tool call's result (``output`` as the model reads it, ``fields`` as
+        ``Store.finish_tool_call`` takes them)."""
+        if record_id in self._said:
+            position, call = self._said[record_id]
+            assert isinstance(call, HistoryToolCall)
+            self._said[record_id] = (
+                position,
+                HistoryToolCall(call.call_id, call.name, call.arguments, output, call.item_id),
+            )
+
+        async def write() -> None:
+            await self._store.finish_tool_call(record_id, **fields)
+
+        self._writes.put_nowait(write)
+
+    def said(self) -> list[HistoryItem]:
         """This session's messages so far, in conversation order."""
         return [message for _, message in sorted(self._said.values(), key=lambda m: m[0])]
 

@@ -22,8 +22,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from voxrelay.events import (
     AudioDelta,
@@ -42,10 +43,11 @@ from voxrelay.providers.base import (
     PERMANENT_ERRORS,
     SESSION_EXPIRED,
     EmitModelEvent,
-    HistoryMessage,
+    HistoryItem,
     Provider,
     ProviderError,
     SessionOptions,
+    ToolOutput,
 )
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ class _Unanswered:
     item_id: str | None
     pcm: bytes = b""
     text: str | None = None
+    # Tool results were given (the conversation holds them): only the answer is due.
+    respond: bool = False
 
 
 class Upstream:
@@ -101,8 +105,8 @@ class Upstream:
         self.audio_in_bytes = 0
         # What a new link is told: the conversation before this session, then this
         # session's messages (set by the session's owner).
-        self.earlier: Sequence[HistoryMessage] = ()
-        self.said: Callable[[], list[HistoryMessage]] = list
+        self.earlier: Sequence[HistoryItem] = ()
+        self.said: Callable[[], list[HistoryItem]] = list
         self._options = SessionOptions()
         self._emit: EmitModelEvent = lambda event: None
         # Events of a link that is not the current one are dropped.
@@ -130,7 +134,7 @@ class Upstream:
     # -- Provider ---------------------------------------------------------------------
 
     async def open(
-        self, options: SessionOptions, history: Sequence[HistoryMessage], emit: EmitModelEvent
+        self, options: SessionOptions, history: Sequence[HistoryItem], emit: EmitModelEvent
     ) -> None:
         self._options, self.earlier, self._emit = options, tuple(history), emit
         assert self._link is not None
@@ -154,6 +158,17 @@ class Upstream:
         if self._link is not None:
             await self._link.send_text(item_id, text)
 
+    async def update_tools(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        # A new link opens with them.
+        self._options = replace(self._options, tools=tuple(dict(tool) for tool in tools))
+        if self._link is not None:
+            await self._link.update_tools(tools)
+
+    async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
+        self._unanswered = _Unanswered(None, respond=True)
+        if self._link is not None:
+            await self._link.send_tool_outputs(outputs)
+
     async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
         # The user wants no answer: a new link must not give one either.
         self._unanswered = None
@@ -173,9 +188,7 @@ class Upstream:
 
     # -- one link ---------------------------------------------------------------------
 
-    async def _open_link(
-        self, link: Provider, history: Sequence[HistoryMessage], ident: int
-    ) -> None:
+    async def _open_link(self, link: Provider, history: Sequence[HistoryItem], ident: int) -> None:
         def deliver(event: ModelEvent) -> None:
             if isinstance(event, ModelError) and event.fatal:
                 self._dead.add(ident)
@@ -186,7 +199,7 @@ class Upstream:
         if ident in self._dead:
             raise ProviderError("the new upstream link dropped as it opened")
 
-    def _history(self) -> list[HistoryMessage]:
+    def _history(self) -> list[HistoryItem]:
         """The conversation so far, less the turn a new link is sent again."""
         again = self._unanswered.item_id if self._unanswered else None
         messages = [*self.earlier, *self.said()]
@@ -203,7 +216,7 @@ class Upstream:
 
     def _committed(self, item_id: str | None) -> None:
         turn = self._unanswered
-        if turn is not None and turn.text is None and turn.item_id is None:
+        if turn is not None and turn.text is None and turn.item_id is None and not turn.respond:
             # The upstream named the turn a commit of ours (or a new link) made.
             turn.item_id = item_id
         else:
@@ -334,7 +347,10 @@ class Upstream:
         """Send a new link the turn still waiting for its answer, then the last
         ``pending_bytes`` of audio not yet committed."""
         turn = self._unanswered
-        if turn is not None and turn.text is not None and turn.item_id is not None:
+        if turn is not None and turn.respond:
+            # The results are in the history the new link was given: ask again.
+            await link.send_tool_outputs(())
+        elif turn is not None and turn.text is not None and turn.item_id is not None:
             await link.send_text(turn.item_id, turn.text)
         elif turn is not None and turn.pcm:
             turn.item_id = None  # the new link names it anew

@@ -26,6 +26,7 @@ from .records import (
     Message,
     SessionRecord,
     TokenKind,
+    ToolCall,
     Usage,
     UsageRecord,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TokenKind",
+    "ToolCall",
     "Usage",
     "UsageRecord",
     "alembic_config",

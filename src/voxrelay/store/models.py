@@ -33,6 +33,8 @@ NAMING_CONVENTION = {
 }
 
 ROLES = ("user", "assistant")
+TOOL_CALL_STATUSES = ("pending", "completed", "failed")
+TOOL_RUNNERS = ("server", "client")
 SESSION_STATUSES = ("active", "ended")
 # A device token always has its user; a service token never has one.
 TOKEN_KIND_CHECK = (
@@ -70,6 +72,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONDict = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# Any JSON value, not only objects.
+JSONValue = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 Id = String(MAX_ID_LENGTH)
 
 
@@ -184,3 +188,32 @@ class UsageRecordRow(Base):
     session_seconds: Mapped[float] = mapped_column(Float)
     # USD, from the price table in force when it was recorded; None: not priced.
     cost: Mapped[float | None] = mapped_column(Float)
+
+
+class ToolCallRow(Base):
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        Index(None, "conversation_id", "position"),
+        CheckConstraint("status IN ('pending', 'completed', 'failed')", name="status"),
+        CheckConstraint("run_by IN ('server', 'client')", name="run_by"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        Id, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    session_id: Mapped[str | None] = mapped_column(Id)
+    # Among the conversation's messages: the same numbering.
+    position: Mapped[int] = mapped_column(Integer)
+    call_id: Mapped[str] = mapped_column(String)
+    name: Mapped[str] = mapped_column(String)
+    # As the model wrote them (JSON text): what a resumed conversation is told again.
+    arguments_text: Mapped[str] = mapped_column(Text)
+    arguments: Mapped[dict[str, Any] | None]
+    # Any JSON value the tool answered (a JSON column, not only objects).
+    output: Mapped[Any | None] = mapped_column(JSONValue)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    run_by: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

@@ -139,3 +139,24 @@ class UsageRecord:
     model: str
     created_at: datetime
     usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call of a conversation: ``position`` among its messages, ``output``
+    any JSON value (None while ``pending``), ``run_by`` "server" or "client"."""
+
+    id: str
+    conversation_id: str
+    session_id: str | None
+    position: int
+    call_id: str
+    name: str
+    arguments_text: str
+    arguments: dict[str, Any] | None
+    output: Any
+    status: str
+    error: str | None
+    run_by: str
+    created_at: datetime
+    finished_at: datetime | None

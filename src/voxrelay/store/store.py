@@ -1,4 +1,4 @@
-"""The storage API: tokens, conversations, messages, sessions and usage.
+"""The storage API: tokens, conversations, messages, sessions, tool calls and usage.
 
 One code path for SQLite (``sqlite+aiosqlite``) and PostgreSQL
 (``postgresql+asyncpg``). Every method is one short transaction on a pooled
@@ -24,6 +24,7 @@ from .engine import migrate as migrate_schema
 from .messages import MessageStore
 from .sessions import SessionStore
 from .tokens import TokenStore
+from .tool_calls import ToolCallStore
 from .usage import UsageStore
 
 PING_TIMEOUT = 5.0
@@ -31,7 +32,7 @@ PING_TIMEOUT = 5.0
 log = logging.getLogger(__name__)
 
 
-class Store(TokenStore, ConversationStore, MessageStore, SessionStore, UsageStore):
+class Store(TokenStore, ConversationStore, MessageStore, SessionStore, ToolCallStore, UsageStore):
     """Persistent state of voxrelay. Build it with :meth:`open`, release it with :meth:`close`.
 
     Its methods on tokens, conversations, messages, sessions and usage come from one

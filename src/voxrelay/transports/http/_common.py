@@ -20,6 +20,7 @@ from voxrelay.exceptions import Unauthorized
 from voxrelay.openapi import ACCESS_TOKEN, BEARER
 from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import SessionRecord, Store
+from voxrelay.tools import client_tools
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,12 @@ def _depth(value: Any, limit: int) -> int:
             if isinstance(child, dict | list)
         ]
     return depth
+
+
+def declared_tools(raw: Any) -> tuple[dict[str, Any], ...]:
+    """The function tools a client declares (``tools``), as the upstream is told them;
+    ``InvalidTool`` (422 ``invalid_tool``) says what is wrong with them."""
+    return tuple(tool.upstream() for tool in client_tools(raw))
 
 
 # -- projections -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from voxrelay.errors import invalid
 from voxrelay.openapi import AUTHENTICATED, errors
-from voxrelay.store import ConversationSummary, InvalidCursor, Message
+from voxrelay.store import ConversationSummary, InvalidCursor, Message, ToolCall
 from voxrelay.transports.http._common import DeviceDep, DirectoryDep, StoreDep, time_json
 from voxrelay.transports.http.usage import usage_json
 
@@ -46,25 +46,27 @@ async def get_conversation(
     userId: str | None = None,
 ) -> dict[str, Any]:
     """One conversation with its messages, oldest first, its answers' latency and its
-    usage."""
+    usage; its tool calls (`toolCalls`), when it has any, in their own list."""
     conversation = await directory.conversation(conversation_id, device.acting_user(userId))
     messages = await store.list_messages(conversation_id)
+    calls = await store.list_tool_calls(conversation_id)
     # Usage outlives a deleted conversation: none of an earlier one that had this id.
     usage = await store.usage(
         user_id=conversation.user_id,
         conversation_id=conversation_id,
         since=conversation.created_at,
     )
-    return {
-        "conversation": {
-            "id": conversation.id,
-            "createdAt": time_json(conversation.created_at),
-            "updatedAt": time_json(conversation.updated_at),
-            "messages": [_message_json(m) for m in messages],
-            "latency": _latency_json(messages),
-            "usage": usage_json(usage),
-        }
+    body: dict[str, Any] = {
+        "id": conversation.id,
+        "createdAt": time_json(conversation.created_at),
+        "updatedAt": time_json(conversation.updated_at),
+        "messages": [_message_json(m) for m in messages],
+        "latency": _latency_json(messages),
+        "usage": usage_json(usage),
     }
+    if calls:
+        body["toolCalls"] = [_tool_call_json(call, messages) for call in calls]
+    return {"conversation": body}
 
 
 @router.delete(
@@ -92,6 +94,22 @@ def _message_json(message: Message) -> dict[str, Any]:
         "text": message.text,
         "createdAt": time_json(message.created_at),
         **({"latency": message.meta} if message.meta else {}),
+    }
+
+
+def _tool_call_json(call: ToolCall, messages: list[Message]) -> dict[str, Any]:
+    before = [m.id for m in messages if m.position < call.position]
+    return {
+        "id": call.id,
+        "callId": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments if call.arguments is not None else {},
+        "output": call.output,
+        "status": call.status,
+        "error": call.error,
+        "runBy": call.run_by,
+        "createdAt": time_json(call.created_at),
+        "afterMessageId": before[-1] if before else None,
     }
 
 

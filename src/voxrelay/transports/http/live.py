@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from voxrelay.errors import invalid, not_found
 from voxrelay.openapi import AUTHENTICATED, BODY, errors
@@ -19,6 +19,7 @@ from voxrelay.transports.http._common import (
     StoreDep,
     TurnDetectionName,
     body_schema,
+    declared_tools,
     read_json,
     session_json,
 )
@@ -36,6 +37,26 @@ class SessionRequest(BaseModel):
     inputSampleRate: SampleRate = 16000
     outputSampleRate: SampleRate = 24000
     turnDetection: TurnDetectionName = "server_vad"
+    # Function tools as the Realtime API declares them: the client runs their calls.
+    tools: Any = Field(
+        default=None,
+        json_schema_extra={
+            "type": "array",
+            "items": {"type": "object"},
+            "description": 'Function tools ({"type": "function", "name", "description",'
+            ' "parameters"}) whose calls this client runs: `tool_call` events, answered'
+            " with `POST /realtime/tool-result`.",
+        },
+    )
+
+
+class ToolResultRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    conversationId: str
+    callId: str
+    # Any JSON value: what the model is given as the call's result.
+    output: Any = Field(json_schema_extra={"description": "any JSON value"})
+    userId: str | None = None
 
 
 class TextRequest(BaseModel):
@@ -68,6 +89,7 @@ async def create_session(
         voice=body.voice,
         language=body.language,
         turn_detection=body.turnDetection,
+        tools=declared_tools(body.tools),
     )
     session, _ = await directory.start(
         device.acting_user(body.userId),
@@ -127,6 +149,22 @@ async def text(request: Request, device: DeviceDep, directory: DirectoryDep) -> 
     session = await directory.live(body.conversationId, device.acting_user(body.userId))
     item_id = await session.send_text(body.text)
     return {"conversationId": session.conversation_id, "itemId": item_id}
+
+
+@router.post(
+    "/realtime/tool-result",
+    openapi_extra=body_schema(ToolResultRequest, required=True),
+    responses=errors(*AUTHENTICATED, 404, *BODY, 409, 503),
+)
+async def tool_result(
+    request: Request, device: DeviceDep, directory: DirectoryDep
+) -> dict[str, Any]:
+    """The result of a call of one of the client's own tools (its `tool_call` event):
+    404 for a call the session does not have, 409 for one that has its result already."""
+    body = await read_json(request, ToolResultRequest)
+    session = await directory.live(body.conversationId, device.acting_user(body.userId))
+    await session.tool_result(body.callId, body.output)
+    return {"ok": True}
 
 
 @router.post("/realtime/interrupt", responses=errors(*AUTHENTICATED, 404, 409, 422, 503))

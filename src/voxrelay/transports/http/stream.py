@@ -7,12 +7,14 @@ import json
 import time
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request
 
 from voxrelay import metrics
 from voxrelay.auth import Device
 from voxrelay.errors import invalid, not_found
 from voxrelay.eventlog import Cursor, ReplayGap, sse_frame
+from voxrelay.exceptions import InvalidTool
 from voxrelay.openapi import AUTHENTICATED, errors
 from voxrelay.providers.base import SessionOptions
 from voxrelay.revocation import Revocations
@@ -23,6 +25,7 @@ from voxrelay.transports.http._common import (
     SampleRate,
     StreamDeviceDep,
     TurnDetectionName,
+    declared_tools,
 )
 
 router = APIRouter(tags=["streaming"])
@@ -51,6 +54,7 @@ async def stream(
     voice: str | None = None,
     instructions: str | None = None,
     turnDetection: TurnDetectionName = "server_vad",
+    tools: str | None = None,
     lastEventId: Annotated[int | None, Query(ge=0)] = None,
     userId: str | None = None,
 ) -> EventStreamResponse:
@@ -71,7 +75,11 @@ async def stream(
         is_new = False
     else:
         options = SessionOptions(
-            instructions=instructions, voice=voice, language=language, turn_detection=turnDetection
+            instructions=instructions,
+            voice=voice,
+            language=language,
+            turn_detection=turnDetection,
+            tools=_query_tools(tools),
         )
         session, is_new = await directory.start(
             user_id,
@@ -131,6 +139,17 @@ async def _write_events(
             await _follow(cursor, write)
         if revoked:
             await write(sse_frame(cursor.next_id - 1, "error", _REVOKED))
+
+
+def _query_tools(text: str | None) -> tuple[dict[str, object], ...]:
+    """``?tools=``: the client's function tools as a JSON array."""
+    if text is None:
+        return ()
+    try:
+        raw = orjson.loads(text)
+    except ValueError:
+        raise InvalidTool("tools must be a JSON array of function tools") from None
+    return declared_tools(raw)
 
 
 _REVOKED = b'{"code":"unauthorized","message":"the device token was revoked"}'

@@ -30,6 +30,7 @@ from voxrelay.exceptions import NoActiveSession, Unauthorized, VoxrelayError
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import Directory, LiveSession
 from voxrelay.store import Store
+from voxrelay.tools import client_tools
 from voxrelay.transports.socketio.packets import NAMESPACE, event_packet
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class RealtimeNamespace:
             "commit-audio": self._commit,
             "text-message": self._text,
             "interrupt": self._interrupt,
+            "tool-result": self._tool_result,
+            "declare-tools": self._declare_tools,
             "end-session": self._end,
         }
         sio.on("connect", self._connect, namespace=NAMESPACE)
@@ -336,6 +339,24 @@ class RealtimeNamespace:
             raise _invalid("playedMs must be a number of milliseconds, 0 or more")
         await self._session(link).interrupt(None if played is None else int(played))
         return {}
+
+    async def _tool_result(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        data = _payload(args, required=True)
+        call_id = data.get("callId")
+        if not isinstance(call_id, str) or not call_id:
+            raise _invalid("callId (a string) is required")
+        if "output" not in data:
+            raise _invalid("output (any JSON value) is required")
+        await self._session(link).tool_result(call_id, data["output"])
+        return {}
+
+    async def _declare_tools(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
+        data = _payload(args, required=True)
+        if not isinstance(data.get("tools"), list):
+            raise _invalid("tools (a list of function tools) is required")
+        tools = client_tools(data["tools"])
+        await self._session(link).set_tools(tuple(tool.upstream() for tool in tools))
+        return {"tools": [tool.name for tool in tools]}
 
     async def _end(self, link: _Link, sid: str, args: tuple[Any, ...]) -> Ack:
         _payload(args, required=False)

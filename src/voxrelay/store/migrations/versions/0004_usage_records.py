@@ -6,7 +6,7 @@ of audio in and out, the session's wall-clock time, its cost). It has no foreign
 ``sessions`` finds a user's live sessions (the per-user limit).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2025-03-01 00:00:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
