@@ -166,6 +166,10 @@ async def test_the_local_provider_runs_the_calls_its_chat_model_makes(
         assert call["tool_calls"][0]["function"]["name"] == "alert_caregiver"
         assert result["role"] == "tool" and result["tool_call_id"] == "call_local1"
         assert json.loads(result["content"])["sent"] is True
-        stored = (await client.conversation(cid))["toolCalls"]
+        for _ in range(100):  # the result is stored by the session's writer soon after
+            stored = (await client.conversation(cid)).get("toolCalls", [])
+            if stored and stored[-1]["status"] != "pending":
+                break
+            await asyncio.sleep(0.05)
         assert [(c["name"], c["status"]) for c in stored] == [("alert_caregiver", "completed")]
         await reader.close()
