@@ -10,7 +10,7 @@ import base64
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -128,8 +128,9 @@ class RawUpstream(Upstream):
             if not kept and len(self._queued) < _MAX_QUEUED_RAW:
                 self._queued.append(event)
             return
-        assert isinstance(link, RawProvider)
-        await link.send_raw(event)
+        # Not an isinstance check: on a runtime Protocol it walks every member, per
+        # audio chunk. ``upstream_for`` made this upstream for a RawProvider factory.
+        await cast(RawProvider, link).send_raw(event)
 
     async def _restored(self, link: Provider) -> None:
         assert isinstance(link, RawProvider)
