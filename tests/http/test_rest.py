@@ -12,6 +12,16 @@ from voxrelay.client import ApiError, VoxrelayClient
 from voxrelay.client.http import KEEPALIVE_SECONDS
 
 
+async def _answered(client: VoxrelayClient, conversation_id: str, count: int) -> None:
+    """Wait until ``count`` messages are stored: an end sent while the echo is still
+    answering cuts its answer where it was."""
+    for _ in range(250):
+        if len((await client.conversation(conversation_id))["messages"]) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{conversation_id} never had {count} messages")
+
+
 def _error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -146,6 +156,7 @@ async def test_conversations_listing_order_and_paging(client: VoxrelayClient) ->
     for n in range(3):
         session = await client.create_session()
         await client.text(session["conversationId"], f"message number {n}")
+        await _answered(client, session["conversationId"], 2)
         await client.end(session["conversationId"])
         ids.append(session["conversationId"])
         await asyncio.sleep(0.01)
@@ -179,7 +190,9 @@ async def test_conversation_messages_oldest_first_and_delete(client: VoxrelayCli
     session = await client.create_session()
     conversation_id = session["conversationId"]
     await client.text(conversation_id, "first words")
+    await _answered(client, conversation_id, 2)
     await client.text(conversation_id, "second words")
+    await _answered(client, conversation_id, 4)
     ended = await client.end(conversation_id)
     assert ended == {"conversationId": conversation_id, "status": "ended", "messageCount": 4}
     conversation = await client.conversation(conversation_id)

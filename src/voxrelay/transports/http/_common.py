@@ -42,12 +42,18 @@ TurnDetectionName = Literal["server_vad", "manual"]
 # -- dependencies ------------------------------------------------------------------------
 
 
-def _store(request: Request) -> Store:
+# Coroutines, not plain functions: FastAPI runs a plain dependency in its thread pool,
+# a thread hop per request for a lookup.
+async def _store(request: Request) -> Store:
+    return _app_store(request)
+
+
+def _app_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def _directory(request: Request) -> Directory:
+async def _directory(request: Request) -> Directory:
     directory: Directory = request.app.state.directory
     return directory
 
@@ -69,7 +75,7 @@ async def _stream_device(request: Request, _bearer: _Bearer, _query: _AccessToke
 
 async def _authenticated(request: Request, token: str | None, transport: str) -> Device:
     try:
-        device = await authenticate(_store(request), token, request.app.state.revocations.known)
+        device = await authenticate(_app_store(request), token, request.app.state.revocations.known)
     except Unauthorized as error:
         client = request.client.host if request.client else None
         log.warning(
