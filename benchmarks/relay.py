@@ -503,7 +503,7 @@ def _worker(
     token: str,
     tags: list[str],
     seconds: float,
-    commit: bool,
+    commit: float | None,
     offsets: list[float],
 ) -> None:
     try:
@@ -542,7 +542,7 @@ async def _run_clients(
     token: str,
     tags: list[str],
     seconds: float,
-    commit: bool,
+    commit: float | None,
     offsets: list[float],
 ) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
@@ -576,8 +576,13 @@ async def _run_clients(
     gc.collect()
     gc.disable()
     try:
-        if commit:
-            await asyncio.gather(*(commit_turn(c.trace, audio, c.send, c.commit) for c in clients))
+        if commit is not None:
+
+            async def turn(index: int, client: Any) -> None:
+                await asyncio.sleep(index * commit)
+                await commit_turn(client.trace, audio, client.send, client.commit)
+
+            await asyncio.gather(*(turn(i, c) for i, c in enumerate(clients)))
         else:
             for at in steady_window(start, seconds):
                 loop.call_at(
@@ -610,7 +615,7 @@ def run_clients(
     tags: list[str],
     seconds: float,
     *,
-    commit: bool = False,
+    commit: float | None = None,
     watch: dict[str, list[int]] | None = None,
     holders: Callable[[list[str]], dict[str, int]] | None = None,
 ) -> Run:
@@ -646,7 +651,7 @@ def run_clients(
             held = holders(conversations)
         start = time.monotonic() + 0.3
         probe = CpuProbe(watch or {}, steady_window(start, seconds))
-        if not commit:
+        if commit is None:
             probe.start()
         for conn in conns:
             conn.send(start)
@@ -657,7 +662,7 @@ def run_clients(
             if worker.is_alive():
                 worker.kill()
     run = Run([trace for r in results for trace in r["traces"]], processes=count, holders=held)
-    if not commit:
+    if commit is None:
         probe.join()
         run.server_rss = probe.server_rss
         run.window = probe.seconds
@@ -907,15 +912,24 @@ def hop(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def measure_commit(processes: Processes, kind: str, n: int) -> dict[str, Any]:
+# Commits one after the other, this far apart: what one user waits for, with the
+# other sessions still streaming. ``measure_commit(..., together=True)`` commits them
+# all at once instead, which adds the wait behind the others' requests.
+COMMIT_SPACING_S = 0.06
+
+
+def measure_commit(
+    processes: Processes, kind: str, n: int, *, together: bool = False
+) -> dict[str, Any]:
     run_id = secrets.token_hex(3)
+    spacing = 0.0 if together else COMMIT_SPACING_S
     relay = run_clients(
         kind,
         _urls(processes, kind),
         processes.token,
         [f"commit:{run_id}:{kind}:{i}" for i in range(n)],
         0,
-        commit=True,
+        commit=spacing,
     )
     direct = run_clients(
         "direct",
@@ -923,7 +937,7 @@ def measure_commit(processes: Processes, kind: str, n: int) -> dict[str, Any]:
         "",
         [f"commit:{run_id}:direct:{i}" for i in range(n)],
         0,
-        commit=True,
+        commit=spacing,
     )
     r, d = summary(commit_latency(relay.traces)), summary(commit_latency(direct.traces))
     return {
@@ -1109,6 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
             memory = measure_idle_memory(processes, args.idle) if args.idle else None
             results = []
             commits = {}
+            bursts = {}
             for transport in transports:
                 kinds = [transport]
                 two_nodes = cross_kind(transport, args.cross) if args.nodes > 1 else None
@@ -1116,6 +1131,9 @@ def main(argv: list[str] | None = None) -> int:
                     kinds.append(two_nodes)
                 for kind in kinds:
                     commits[kind] = measure_commit(processes, kind, args.commit_sessions)
+                    bursts[kind] = measure_commit(
+                        processes, kind, args.commit_sessions, together=True
+                    )
                 for n in counts:
                     rows = measure(processes, transport, n, args.seconds, args.cross)
                     results.extend(rows)
@@ -1150,6 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": args.nodes,
         "results": results,
         "commit_to_first_audio_ms": commits,
+        "commit_to_first_audio_together_ms": bursts,
         "idle_memory": memory,
         "sustained_sessions_p99_under_50ms": sustained,
     }
@@ -1169,10 +1188,13 @@ def main(argv: list[str] | None = None) -> int:
         print(hop_table(hops))
     print()
     for transport, c in commits.items():
+        b = bursts[transport]
         print(
             f"commit to first audio, {transport}: relay p50 {c['relay']['p50']} ms, "
             f"direct p50 {c['direct']['p50']} ms, "
-            f"added p50 {c['added']['p50']} ms, p99 {c['added']['p99']} ms"
+            f"added p50 {c['added']['p50']} ms, p99 {c['added']['p99']} ms; "
+            f"{args.commit_sessions} at once: added p50 {b['added']['p50']} ms, "
+            f"p99 {b['added']['p99']} ms"
         )
     if memory:
         print(
