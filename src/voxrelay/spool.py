@@ -23,6 +23,7 @@ import os
 import tempfile
 from array import array
 from dataclasses import dataclass
+from itertools import accumulate
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Spool:
         self._spill = spill
         self._old: _Segment | None = None
         self._new: _Segment | None = None
+        # The segment that holds the oldest event (None: none held).
+        self._head: _Segment | None = None
         self._types: list[str] = []
         self._codes: dict[str, int] = {}
         self._unusable = False
@@ -92,54 +95,57 @@ class Spool:
     @property
     def first_id(self) -> int:
         """The oldest id held (meaningful while ``count``)."""
-        segment = self._oldest()
+        segment = self._head
+        assert segment is not None
         return segment.first_id + segment.start
 
     def oldest_at(self) -> float:
-        segment = self._oldest()
+        segment = self._head
+        assert segment is not None
         return segment.ats[segment.start]
 
     def files_bytes(self) -> int:
         """What the spool takes on disk."""
         return sum(s.size for s in (self._old, self._new) if s is not None)
 
-    def _oldest(self) -> _Segment:
-        old = self._old
-        if old is not None and old.held:
-            return old
-        assert self._new is not None
-        return self._new
-
     def write(self, records: list[Record]) -> None:
         """Add events that follow the newest held, in one write."""
         if self._unusable:
             raise SpoolError("spool unusable")
         segment = self._writable()
-        codes = [self._code(record[1]) for record in records]
-        block = b"".join(record[3] for record in records)
+        codes = self._codes
+        types = [codes.get(record[1]) for record in records]
+        if None in types:
+            types = [self._code(record[1]) for record in records]
+        block = b"".join([record[3] for record in records])
         _write_all(segment.fd, block, segment.size)
         if not segment.offsets:
             segment.first_id = records[0][0]
-        offset = segment.size
-        for record in records:
-            segment.offsets.append(offset)
-            offset += len(record[3])
-        segment.ats.extend(record[2] for record in records)
-        segment.types.extend(codes)
-        segment.size = offset
+        starts = list(accumulate([len(record[3]) for record in records], initial=segment.size))
+        segment.size = starts.pop()
+        segment.offsets.extend(starts)
+        segment.ats.extend([record[2] for record in records])
+        segment.types.extend(types)  # type: ignore[arg-type]
+        if self._head is None:
+            self._head = segment
         self.count += len(records)
         self.bytes += len(block)
 
     def drop_oldest(self) -> int:
         """Let the oldest event go; returns its JSON's length."""
-        segment = self._oldest()
+        segment = self._head
+        assert segment is not None
         index = segment.start
-        length = segment.end_of(index) - segment.offsets[index]
-        segment.start += 1
+        offsets = segment.offsets
+        end = offsets[index + 1] if index + 1 < len(offsets) else segment.size
+        length = end - offsets[index]
+        segment.start = index + 1
         self.count -= 1
         self.bytes -= length
-        if not segment.held:
+        if index + 1 == len(offsets):
             self._empty(segment)
+            # The older file is done with: the newer one holds the oldest events.
+            self._head = self._new if self.count else None
         return length
 
     def read(self, first: int, max_bytes: int) -> list[Record]:
@@ -189,6 +195,7 @@ class Spool:
         for segment in (self._old, self._new):
             if segment is not None and segment.size:
                 self._empty(segment)
+        self._head = None
         self.count = self.bytes = 0
 
     def __del__(self) -> None:
@@ -200,7 +207,7 @@ class Spool:
             if segment is not None:
                 with contextlib.suppress(OSError):
                     os.close(segment.fd)
-        self._old = self._new = None
+        self._old = self._new = self._head = None
         self.count = self.bytes = 0
         self._unusable = True
 
