@@ -25,6 +25,7 @@ from voxrelay.providers import provider_factory, warm_up
 from voxrelay.providers.base import Provider
 from voxrelay.revocation import Revocations
 from voxrelay.sessions import ONLY_HERE, Directory, Elsewhere, Registry
+from voxrelay.spool import spill_for
 from voxrelay.store import Store
 from voxrelay.store.ids import SESSION_PREFIX
 from voxrelay.tools import load_tools
@@ -68,6 +69,7 @@ def create_app(
         log_bounds: dict[str, Any] = {
             "log_keep_seconds": max(settings.grace_seconds, 1.0),
             "log_max_bytes": settings.replay_max_bytes,
+            "log_spill": spill_for(settings.replay_memory_bytes, settings.replay_spool_dir),
         }
         peers = None
         elsewhere: Elsewhere = ONLY_HERE

@@ -103,6 +103,11 @@ class Settings:
     socketio_close_seconds: float = 5.0
     # The replay buffer keeps at least ``grace_seconds`` of events, within this bound.
     replay_max_bytes: int = 16 << 20
+    # Of it, the newest events kept in memory (bytes of JSON); older ones are spooled
+    # to an unlinked file in ``replay_spool_dir`` (None: the OS's temporary
+    # directory) and read back only for a listener that fell behind. 0: all in memory.
+    replay_memory_bytes: int = 64 << 10
+    replay_spool_dir: str | None = None
     # Socket.IO packets that may wait for one socket that does not read them (an
     # answer's audio is one per ~100 ms, each word one more); past this it is dropped.
     socketio_max_queued_events: int = 1000
@@ -145,6 +150,7 @@ class Settings:
             "max_upload_realtime_factor",
             "upload_burst_seconds",
             "client_tool_timeout_seconds",
+            "replay_memory_bytes",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -299,6 +302,42 @@ async def test_reconnect_with_last_event_id_loses_and_repeats_nothing(
     await live.wait_for("response_done")
     assert live.events[0].id == everything[-1].id + 1
     await live.close()
+
+
+async def test_a_reconnect_far_back_after_a_long_answer_replays_it_from_the_spool(
+    launch, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    # A memory tail of a few audio events: nearly all of the answer goes to disk.
+    server: RunningServer = launch(replay_memory_bytes=16 << 10, replay_spool_dir=str(spool_dir))
+    async with VoxrelayClient(server.url, await server.token()) as client:
+        first, conversation_id = await _open(client)
+        session_id = first.events[0].data["sessionId"]
+        await client.text(conversation_id, "a long answer, " * 15)  # ~13 s of audio
+        await first.wait_for("response_done")
+        everything = list(first.events)
+        await first.close()
+        session = server.app.state.registry.get(session_id)
+        assert session.log.spooled > 80
+        assert os.listdir(spool_dir) == []
+        again = EventReader(client.events(conversation_id, last_event_id=1))
+        await again.wait_for("response_done")
+        replayed = [(e.id, e.type, e.data) for e in again.events]
+        assert replayed == [(e.id, e.type, e.data) for e in everything if e.id > 1]
+        assert sum(e.type == "audio" for e in again.events) > 100
+        await client.end(conversation_id)
+        await again.wait_for("conversation_ended")
+        await again.close()
+        await wait_until(lambda: not _open_files_in(spool_dir))
+
+
+def _open_files_in(directory: Path) -> list[str]:
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [target for target in targets if target.startswith(str(directory))]
 
 
 async def test_replay_older_than_the_buffer_reports_a_gap(launch) -> None:  # type: ignore[no-untyped-def]

@@ -32,6 +32,7 @@ from voxrelay.links.owners import OwnerClient, Owners
 from voxrelay.links.remote import Address, RemoteSession
 from voxrelay.links.serving import Served
 from voxrelay.sessions import LiveSession, Registry, Session, StartRequest
+from voxrelay.spool import Spill
 from voxrelay.workers.ownership import Ownership
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Cluster:
         lease_seconds: float,
         log_keep_seconds: float,
         log_max_bytes: int,
+        log_spill: Spill | None = None,
     ) -> None:
         self.member = new_member_id()
         self.leases = Leases(redis, self.member, lease_seconds)
@@ -62,6 +64,7 @@ class Cluster:
             self._connect,
             log_keep_seconds=log_keep_seconds,
             log_max_bytes=log_max_bytes,
+            log_spill=log_spill,
             # Other nodes may run on other machines.
             same_clock=False,
         )

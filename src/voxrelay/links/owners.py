@@ -12,6 +12,7 @@ from voxrelay.exceptions import OwnerUnavailable
 from voxrelay.links.channel import Header, Send, error_from
 from voxrelay.links.remote import Address, RemoteRaw, RemoteSession
 from voxrelay.sessions.live import EndReason
+from voxrelay.spool import Spill
 
 
 class OwnerClient:
@@ -71,10 +72,12 @@ class Owners:
         log_keep_seconds: float,
         log_max_bytes: int,
         same_clock: bool,
+        log_spill: Spill | None = None,
     ) -> None:
         self.same_clock = same_clock
         self.log_keep_seconds = log_keep_seconds
         self.log_max_bytes = log_max_bytes
+        self.log_spill = log_spill
         self._connect = connect
         self.clients: dict[Address, OwnerClient] = {}
         self._connecting: dict[Address, asyncio.Task[OwnerClient]] = {}

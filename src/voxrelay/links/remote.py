@@ -16,6 +16,7 @@ from voxrelay.links.channel import Header, unpack_events
 from voxrelay.openai_realtime.protocol import RawListener
 from voxrelay.providers.base import TurnDetection
 from voxrelay.sessions.live import EndReason, LiveSession, Reads
+from voxrelay.spool import Spill
 
 # Where an owner is: a worker's index, or a cluster member's id.
 Address = int | str
@@ -26,6 +27,7 @@ class OwnerLink(Protocol):
 
     log_keep_seconds: float
     log_max_bytes: int
+    log_spill: Spill | None
     # Whether the owner reads the same monotonic clock (a worker of this node): only
     # then does a chunk's arrival time mean anything there.
     same_clock: bool
@@ -88,6 +90,7 @@ class RemoteSession:
         self.log = EventLog(
             keep_seconds=link.log_keep_seconds,
             max_bytes=link.log_max_bytes,
+            spill=link.log_spill,
             last_id=int(description["lastId"]),
         )
         self.opening = Event(1, "conversation_started", 0.0, description["opening"].encode())
@@ -118,6 +121,7 @@ class RemoteSession:
             self.log = EventLog(
                 keep_seconds=self._link.log_keep_seconds,
                 max_bytes=self._link.log_max_bytes,
+                spill=self._link.log_spill,
                 last_id=after,
             )
         self.listeners += 1

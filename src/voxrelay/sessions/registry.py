@@ -37,6 +37,7 @@ from voxrelay.sessions.tools import ToolCalls
 from voxrelay.sessions.transcripts import TranscriptWriter, WriteHealth
 from voxrelay.sessions.upstream import Upstream, UpstreamPolicy
 from voxrelay.sessions.usage import UsageMeter
+from voxrelay.spool import spill_for
 from voxrelay.store import Message, Store, ToolCall
 from voxrelay.tools import NO_TOOLS, Toolbox, client_tools
 
@@ -194,6 +195,9 @@ class Registry:
             store=self._store,
             log_keep_seconds=max(self._settings.grace_seconds, 1.0),
             log_max_bytes=self._settings.replay_max_bytes,
+            log_spill=spill_for(
+                self._settings.replay_memory_bytes, self._settings.replay_spool_dir
+            ),
             max_text_chars=self._settings.max_text_chars,
             pace=AudioPace(
                 self._settings.max_upload_realtime_factor, self._settings.upload_burst_seconds

@@ -51,6 +51,7 @@ from voxrelay.sessions.live import EndReason, Reads, check_text, new_item_id
 from voxrelay.sessions.pacing import UNPACED, AudioPace
 from voxrelay.sessions.tools import ToolCalls
 from voxrelay.sessions.transcripts import STORAGE_UNAVAILABLE, TranscriptWriter, cut_to_fraction
+from voxrelay.spool import Spill
 from voxrelay.store import Store
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Session:
         tools: ToolCalls,
         max_text_chars: int = 4000,
         pace: AudioPace = UNPACED,
+        log_spill: Spill | None = None,
     ) -> None:
         self.id = id
         self.conversation_id = conversation_id
@@ -86,7 +88,7 @@ class Session:
         self.turn_detection = turn_detection
         self.status: Literal["active", "ended"] = "active"
         self.end_reason: EndReason | None = None
-        self.log = EventLog(keep_seconds=log_keep_seconds, max_bytes=log_max_bytes)
+        self.log = EventLog(keep_seconds=log_keep_seconds, max_bytes=log_max_bytes, spill=log_spill)
         self._listeners = Listeners()
         self._provider = provider
         self._raw_provider = provider if isinstance(provider, RawProvider) else None

@@ -21,6 +21,7 @@ from voxrelay.links.owners import OwnerClient, Owners
 from voxrelay.links.remote import Address, RemoteSession
 from voxrelay.links.serving import Served
 from voxrelay.sessions import Registry, StartRequest
+from voxrelay.spool import Spill
 from voxrelay.workers.ownership import Ownership
 
 _CONNECT_ATTEMPTS = 50
@@ -42,6 +43,7 @@ class Peers:
         *,
         log_keep_seconds: float,
         log_max_bytes: int,
+        log_spill: Spill | None = None,
     ) -> None:
         self.ownership = ownership
         self._rundir = rundir
@@ -53,6 +55,7 @@ class Peers:
             self._connect,
             log_keep_seconds=log_keep_seconds,
             log_max_bytes=log_max_bytes,
+            log_spill=log_spill,
             same_clock=True,
         )
 
