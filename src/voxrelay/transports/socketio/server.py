@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from voxrelay.config import Settings
 from voxrelay.origins import Origins
+from voxrelay.transports.socketio import fast_websocket
 from voxrelay.transports.socketio.framing import check_websocket_frames, guard_polling
 from voxrelay.transports.socketio.inbound import guard_messages
 from voxrelay.transports.socketio.namespace import MAX_PACKETS_PER_POLL, RealtimeNamespace
@@ -114,7 +115,10 @@ def mount(
     RealtimeNamespace(sio, app)
     _release_long_polls(sio)
     guard_messages(sio, max_payload)
-    check_websocket_frames(sio, max_payload)
+    # Engine.IO's websocket transport without a task per frame, when this
+    # python-engineio is one it was checked against; else python-engineio's own.
+    if not fast_websocket.install(sio, max_payload):
+        check_websocket_frames(sio, max_payload)
     bound_outboxes(sio, settings.socketio_max_queued_events)
     app.state.socketio = sio
     app.mount(
