@@ -35,7 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("engineio", "fast")
+# "bare": the same frames answered by a plain ASGI websocket app (Engine.IO's open
+# and the namespace's connect written by hand, no python-socketio): what uvicorn,
+# the websocket protocol, the event loop and the kernel cost, the floor of both.
+VARIANTS = ("engineio", "fast", "bare")
 _CHUNK = bytes(range(256)) * 2 + bytes(128)  # 640 bytes: 20 ms of 16 kHz PCM16
 _HEAD = '451-/realtime,["audio-chunk",{"_placeholder":true,"num":0}]'
 _ANSWER = '42/realtime,["ai-audio"'
@@ -73,9 +76,26 @@ def _serve() -> None:
         sio.on("audio-chunk", audio, namespace=NAMESPACE)
         return asgi_app(sio, settings)
 
-    app = Starlette(
-        routes=[Mount(f"/{name}/socket.io", echoing(name == "fast")) for name in VARIANTS]
-    )
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        opened = {"sid": "bare", "upgrades": [], "pingInterval": 25000, "pingTimeout": 20000}
+        await send({"type": "websocket.send", "text": "0" + json.dumps(opened)})
+        while True:
+            event = await receive()
+            if event["type"] != "websocket.receive":
+                return
+            data = event.get("bytes")
+            if data is None:
+                if event["text"].startswith("40"):
+                    await send({"type": "websocket.send", "text": '40/realtime,{"sid":"bare"}'})
+                continue  # the binary event's placeholder packet
+            answer = b'{"audio":"' + base64.b64encode(data) + b'"}'
+            await send({"type": "websocket.send", "text": "4" + event_packet("ai-audio", answer)})
+
+    apps = {"engineio": echoing(False), "fast": echoing(True), "bare": bare}
+    app = Starlette(routes=[Mount(f"/{name}/socket.io", apps[name]) for name in VARIANTS])
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", ws=JsonRefusalsWebSocketProtocol
     )
@@ -190,6 +210,13 @@ async def _measure(port: int, pid: int, args: argparse.Namespace) -> dict[str, A
             for variant, values in per_chunk.items()
         },
         "ratio_engineio_to_fast": round(medians["engineio"] / medians["fast"], 2),
+        # Above the floor: what the Socket.IO layers themselves cost.
+        "layers_us_per_chunk": {
+            variant: round(medians[variant] - medians["bare"], 1) for variant in VARIANTS[:2]
+        },
+        "layers_ratio_engineio_to_fast": round(
+            (medians["engineio"] - medians["bare"]) / (medians["fast"] - medians["bare"]), 2
+        ),
         # User time only: the Python layers, without the kernel's loopback TCP work
         # (the same for both, and counted above as system time of the server).
         "user_us_per_chunk": {variant: round(value, 1) for variant, value in user.items()},
@@ -226,6 +253,11 @@ def _main() -> int:
             f"(rounds {figures['min']:.1f}..{figures['max']:.1f})"
         )
     print(f"    ratio: {report['ratio_engineio_to_fast']:.2f}x (python-engineio's / fast)")
+    layers = report["layers_us_per_chunk"]
+    print(
+        f"above the bare floor: engineio {layers['engineio']:.1f}, fast {layers['fast']:.1f} "
+        f"µs/chunk, ratio {report['layers_ratio_engineio_to_fast']:.2f}x"
+    )
     user = report["user_us_per_chunk"]
     print(
         f"user CPU only: engineio {user['engineio']:.1f}, fast {user['fast']:.1f} µs/chunk, "

@@ -242,3 +242,27 @@ async def test_another_python_engineio_keeps_its_own_transport(
     socket = await _upgraded(server, sock)
     assert not fast_websocket.is_fast(socket)
     assert await sock.call("audio-chunk", b"\0\0" * 320) == {"ok": True, "bytesReceived": 640}
+
+
+async def test_a_client_that_reads_slowly_gets_every_packet_in_order(
+    server: RunningServer, socks: Callable[[str], Sock]
+) -> None:
+    token = await server.token()
+    async with VoxrelayClient(server.url, token) as client:
+        session = await client.create_session()
+        # A tiny receive buffer: once it stops reading, the server's writes wait.
+        slow = await RawSocket.open(server.url, token, rcvbuf=4096)
+        assert (await slow.call("join-session", {"sessionId": session["id"]}))["ok"]
+        brisk = await socks("websocket").connect(server.url, token)
+        await brisk.join(session["id"])
+        mark = len(brisk.events)
+        since = len(slow.inbox.events)
+        # Some 300 `ai-audio` packets, and as many transcript deltas.
+        await client.text(session["conversationId"], "word " * 400)
+        await brisk.wait_for("response-done", since=mark, timeout=20)
+        await asyncio.sleep(0.5)  # the slow socket read nothing meanwhile
+        await slow.wait_for("response-done", since=since, timeout=20)
+    heard = slow.inbox.events[since:]
+    assert len(heard) > 300
+    assert heard == brisk.events[mark : mark + len(heard)]
+    await slow.close()

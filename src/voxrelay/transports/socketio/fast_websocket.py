@@ -28,6 +28,7 @@ import asyncio
 import importlib.metadata
 import inspect
 import logging
+import time
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -152,7 +153,16 @@ class _Writer:
         self.done = False
 
     async def send(self, pkt: eio_packet.Packet) -> None:
-        if not await self._socket.check_ping_timeout():
+        socket = self._socket
+        if socket.closed:
+            raise eio_exceptions.SocketIsClosedError()
+        last_ping = socket.last_ping
+        # python-engineio's check, awaited only when it has something to do.
+        if (
+            last_ping
+            and time.time() - last_ping > socket.server.ping_timeout
+            and not await socket.check_ping_timeout()
+        ):
             return
         if self.done or self.broken:
             return  # the transport is ending: nothing more is read from the queue
