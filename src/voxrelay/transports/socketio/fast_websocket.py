@@ -101,12 +101,18 @@ class _Silence:
         self.expired = False
         self._handle = self._loop.call_at(self.last + seconds, self._check)
 
+    def heard(self) -> None:
+        """A frame came."""
+        self.last = self._loop.time()
+
     def _check(self) -> None:
+        now = self._loop.time()
         deadline = self.last + self._seconds
         if not self.reading:
-            # Busy with what it read: a wait starts afresh when it reads again.
-            deadline = self._loop.time() + self._seconds
-        elif deadline <= self._loop.time() and self._task is not None:
+            # Busy with what it read (not silence): its next wait starts afresh.
+            self.last = now
+            deadline = now + self._seconds
+        elif deadline <= now and self._task is not None:
             self.expired = True
             self._task.cancel()
             return
@@ -182,14 +188,9 @@ class _Writer:
             self._write(pkt)
 
     def _write(self, pkt: eio_packet.Packet) -> None:
-        data = pkt.encode()
-        if isinstance(data, bytes):
-            message = {"type": _SEND, "bytes": data, "text": None}
-        else:
-            message = {"type": _SEND, "bytes": None, "text": data}
         # Run in this task until the write completes or has to wait: most writes
         # never wait (the server's buffer takes them).
-        coroutine = self._send(message)
+        coroutine = self._send(_message(pkt.encode()))
         try:
             waiting = coroutine.send(None)
         except StopIteration:
@@ -269,7 +270,7 @@ class _Connection:
                 raise
             finally:
                 silence.reading = False
-            silence.last = silence._loop.time()
+            silence.heard()
             if event["type"] != "websocket.receive":
                 raise _Closed("the client closed the websocket")
             data = event.get("bytes")
