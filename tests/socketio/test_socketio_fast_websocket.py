@@ -120,6 +120,7 @@ async def test_a_silent_client_is_dropped_at_the_ping_timeout(server: RunningSer
     token = await server.token()
     raw = await RawSocket.open(server.url, token)
     sid = next(s.sid for s in eio.sockets.values() if s.upgraded)
+    assert fast_websocket.is_fast(eio.sockets[sid])
     # From now on the client answers no ping and sends nothing: the server gives
     # it up after the ping interval and timeout (whichever notices first, the
     # ping's deadline or the websocket's silence), and closes its websocket.
