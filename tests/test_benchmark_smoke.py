@@ -97,3 +97,28 @@ def test_benchmark_two_nodes_reports_the_cross_node_hop(tmp_path: Path) -> None:
         assert hop[direction]["p50"] == round(two["p50"] - one["p50"], 2)
     assert set(report["commit_to_first_audio_ms"]) == {"http", "http-cross"}
     assert "cross-node hop" in result.stdout
+
+
+def test_socketio_layer_benchmark_runs_and_reports_both_transports(tmp_path: Path) -> None:
+    out = tmp_path / "layer.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "socketio_layer.py"),
+            *("--connections", "2", "--chunks", "20", "--rounds", "2", "--warmup", "5"),
+            *("--out", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    figures = report["us_per_chunk"]
+    assert set(figures) == {"engineio", "fast", "bare"}
+    for variant in figures.values():
+        assert len(variant["rounds"]) == 2 and variant["median"] > 0
+    assert report["ratio_engineio_to_fast"] == round(
+        figures["engineio"]["median"] / figures["fast"]["median"], 2
+    )

@@ -45,7 +45,7 @@ class Sock:
             namespaces=[NS],
             auth=auth,
             headers=headers or {},
-            transports=[self.transport],
+            transports=self.transport.split(","),
             wait_timeout=5,
         )
         await self.wait_for("connected")

@@ -3,66 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-from harness import RunningServer, read_pcm, speech_file
+from harness import RunningServer, read_pcm
+from node import run_client
 
 from voxrelay.client import VoxrelayClient
-
-JS_DIR = Path(__file__).resolve().parent / "js"
-CLIENT = JS_DIR / "client.mjs"
-PACKAGES = {"v4": "socket.io-client", "v3": "socket.io-client-v3"}
-
-
-@pytest.fixture(scope="session")
-def node_client() -> Path:
-    """client.mjs with its node_modules, installed once per test session."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed to run the npm socket.io-client")
-    if not all(
-        (JS_DIR / "node_modules" / name / "package.json").exists() for name in PACKAGES.values()
-    ):
-        command = "ci" if (JS_DIR / "package-lock.json").exists() else "install"
-        result = subprocess.run(
-            [npm, command, "--no-audit", "--no-fund"],
-            cwd=JS_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, f"npm {command} failed:\n{result.stdout}\n{result.stderr}"
-    return CLIENT
-
-
-async def _run_client(
-    server: RunningServer, token: str, session_id: str, version: str, transports: str
-) -> tuple[int, list[dict[str, Any]], str]:
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        str(CLIENT),
-        server.url,
-        token,
-        session_id,
-        version,
-        transports,
-        str(speech_file("goforward.raw")),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-    except TimeoutError:
-        process.kill()
-        raise
-    lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-    return process.returncode or 0, lines, err.decode()
 
 
 @pytest.mark.parametrize(
@@ -84,7 +31,7 @@ async def test_npm_client_text_and_spoken_turns(
 ) -> None:
     created = await client.create_session()
     token = await server.token("browser", "alice")
-    code, lines, stderr = await _run_client(server, token, created["id"], version, transports)
+    code, lines, stderr = await run_client(server, token, created["id"], version, transports)
     assert code == 0, f"client failed ({code}):\n{lines}\n{stderr}"
     assert lines[-1] == {"done": True}
     events = [(line["event"], line["data"]) for line in lines if "event" in line]
@@ -143,7 +90,7 @@ async def test_npm_client_text_and_spoken_turns(
 async def test_npm_client_is_refused_with_a_bad_token(
     node_client: Path, server: RunningServer
 ) -> None:
-    code, lines, _ = await _run_client(server, "vxr_wrong", "sess_x", "v4", "")
+    code, lines, _ = await run_client(server, "vxr_wrong", "sess_x", "v4", "")
     assert code == 2
     refused = next(line["data"] for line in lines if line.get("event") == "connect_error")
     assert refused["data"]["code"] == "unauthorized"

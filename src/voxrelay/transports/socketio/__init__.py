@@ -5,6 +5,8 @@
 - ``outbox``: a bound on the packets waiting for one socket (slow clients dropped).
 - ``inbound``, ``framing``: client packets and frames checked before python-socketio
   and python-engineio parse them (garbled, incomplete, too large).
+- ``fast_websocket``: Engine.IO's websocket transport without a task per frame
+  (for the python-engineio versions it was checked against).
 - ``packets``: Socket.IO packets written by hand.
 """
 

@@ -8,10 +8,16 @@ packet is refused with ``error`` (``invalid_request``, or ``payload_too_large``
 for attachments past the payload limit) and the socket goes on: a binary packet
 is handed on only once all its attachments are in, and a text packet arriving
 before they are drops it.
+
+A complete binary packet, parsed here already, goes straight to python-socketio's
+event (or ack) dispatch, for the python-socketio versions this was checked
+against (``CHECKED_SOCKETIO_VERSIONS``): handing it the packet's frames again
+would parse them a second time. Other versions get the frames again.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +31,9 @@ from voxrelay.transports.socketio.packets import NAMESPACE
 log = logging.getLogger(__name__)
 
 _MALFORMED = "not a valid Socket.IO packet"
+CHECKED_SOCKETIO_VERSIONS = frozenset({"5.18.1"})
+SOCKETIO_VERSION = importlib.metadata.version("python-socketio")
+
 _INCOMPLETE = "a binary packet's attachments did not all arrive before the next packet; dropped"
 
 
@@ -64,6 +73,7 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
     handle: Callable[[str, Any], Awaitable[None]] = eio.handlers["message"]
     handle_disconnect = eio.handlers["disconnect"]
     pending: dict[str, _Pending] = {}
+    dispatch_parsed = SOCKETIO_VERSION in CHECKED_SOCKETIO_VERSIONS
 
     async def refuse(eio_sid: str, code: str, message: str) -> None:
         if not await tell(sio, eio_sid, code, message):
@@ -113,7 +123,23 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
         except Exception:
             await refuse(eio_sid, "invalid_request", _MALFORMED)
             return
-        await hand_on(eio_sid, waiting.head, *waiting.parts)
+        if dispatch_parsed:
+            await dispatch(eio_sid, waiting.packet)
+        else:
+            await hand_on(eio_sid, waiting.head, *waiting.parts)
+
+    async def dispatch(eio_sid: str, packet: sio_packet.Packet) -> None:
+        """What python-socketio does with a binary packet once complete."""
+        try:
+            if not sio.manager.sid_from_eio_sid(eio_sid, packet.namespace or "/"):
+                raise ValueError("Unexpected binary packet")
+            if packet.packet_type == sio_packet.BINARY_EVENT:
+                await sio._handle_event(eio_sid, packet.namespace, packet.id, packet.data)
+            else:
+                await sio._handle_ack(eio_sid, packet.namespace, packet.id, packet.data)
+        except Exception as error:
+            log.debug("socket.io packet not understood: %s: %s", type(error).__name__, error)
+            await refuse(eio_sid, "invalid_request", _MALFORMED)
 
     async def on_message(eio_sid: str, data: Any) -> None:
         if isinstance(data, bytes):

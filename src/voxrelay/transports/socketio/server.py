@@ -12,9 +12,11 @@ import orjson
 import socketio
 from engineio.payload import Payload
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from voxrelay.config import Settings
 from voxrelay.origins import Origins
+from voxrelay.transports.socketio import fast_websocket as fast_websocket_transport
 from voxrelay.transports.socketio.framing import check_websocket_frames, guard_polling
 from voxrelay.transports.socketio.inbound import guard_messages
 from voxrelay.transports.socketio.namespace import MAX_PACKETS_PER_POLL, RealtimeNamespace
@@ -79,16 +81,12 @@ class _Json:
         return orjson.loads(text)
 
 
-def mount(
-    app: FastAPI,
-    settings: Settings,
-    ownership: Ownership = SINGLE,
-    origins: Origins | None = None,
+def create_server(
+    settings: Settings, origins: Origins | None = None, *, fast_websocket: bool = True
 ) -> socketio.AsyncServer:
-    """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
-    Engine.IO session ids are owned by this worker, so that a long-polling
-    client's requests are handed here whichever worker they reach. ``origins``:
-    the web pages that may connect (default: the server's own only)."""
+    """python-socketio set up for audio, with the checks and bounds of this package
+    and no namespace yet. ``fast_websocket``: Engine.IO's websocket transport of
+    ``fast_websocket`` where it can be used (False: python-engineio's own)."""
     max_payload = settings.socketio_max_payload_bytes
     # The maintainers' advice (python-engineio#142); it is process-wide.
     Payload.max_decode_packets = max(Payload.max_decode_packets, MAX_PACKETS_PER_POLL)
@@ -109,15 +107,36 @@ def mount(
         # Tokens travel in ``auth`` or headers, never cookies.
         cors_credentials=False,
     )
+    _release_long_polls(sio)
+    guard_messages(sio, max_payload)
+    # Engine.IO's websocket transport without a task per frame, when this
+    # python-engineio is one it was checked against; else python-engineio's own.
+    if not (fast_websocket and fast_websocket_transport.install(sio, max_payload)):
+        check_websocket_frames(sio, max_payload)
+    bound_outboxes(sio, settings.socketio_max_queued_events)
+    return sio
+
+
+def asgi_app(sio: socketio.AsyncServer, settings: Settings) -> ASGIApp:
+    """The ASGI app serving ``sio`` (to mount at ``/socket.io``)."""
+    max_payload = settings.socketio_max_payload_bytes
+    return guard_polling(socketio.ASGIApp(sio, socketio_path=""), sio, max_payload)
+
+
+def mount(
+    app: FastAPI,
+    settings: Settings,
+    ownership: Ownership = SINGLE,
+    origins: Origins | None = None,
+) -> socketio.AsyncServer:
+    """Serve Socket.IO at ``/socket.io/`` on the app's own port; returns the server.
+    Engine.IO session ids are owned by this worker, so that a long-polling
+    client's requests are handed here whichever worker they reach. ``origins``:
+    the web pages that may connect (default: the server's own only)."""
+    sio = create_server(settings, origins)
     if ownership.count > 1:
         sio.eio.generate_id = lambda: ownership.new_id("")
     RealtimeNamespace(sio, app)
-    _release_long_polls(sio)
-    guard_messages(sio, max_payload)
-    check_websocket_frames(sio, max_payload)
-    bound_outboxes(sio, settings.socketio_max_queued_events)
     app.state.socketio = sio
-    app.mount(
-        "/socket.io", guard_polling(socketio.ASGIApp(sio, socketio_path=""), sio, max_payload)
-    )
+    app.mount("/socket.io", asgi_app(sio, settings))
     return sio
