@@ -781,6 +781,8 @@ CLIENTS: dict[str, type[Client]] = {
     "socketio": SocketIOClient,
     "socketio-sid": SocketIONamingClient,
     "ws": RealtimeClient,
+    # The node floor relays the same wire verbatim (benchmarks/floor.py).
+    "node-floor": RealtimeClient,
 }
 
 # Clients of two nodes, A and B, whose session node A holds: (a, b, token, tag) -> client.

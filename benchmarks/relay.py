@@ -18,6 +18,11 @@ relay in the same run: on node A alone, and across the nodes with the session
 held by A and the client's requests on B (``--cross``: both directions cross,
 or only the audio, or only the answers). The cross-node hop is the difference.
 
+Unless ``--no-node-floor``, it also starts the node floor (``floor.py``: a
+verbatim WebSocket relay on Node's ``ws`` package) in front of the same upstream
+and measures it like the ``ws`` transport, with the same sessions and seconds;
+``vs_node_floor`` is each path's server CPU per chunk over the floor's at that N.
+
     uv run python benchmarks/relay.py                      # the full sweep
     uv run python benchmarks/relay.py --sessions 10 --seconds 3 --transports http
     uv run python benchmarks/relay.py --nodes 2 --sessions 10,50,100 --transports http
@@ -51,6 +56,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import floor
 import httpx
 import orjson
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
@@ -196,6 +202,7 @@ class Processes:
         self.nodes: list[Node] = []
         self.redis_url = redis_url if nodes > 1 else None
         self._postgres: str | None = None
+        self.floor: floor.Floor | None = None
         self.upstream_port = free_port()
         self.upstream = subprocess.Popen(
             [sys.executable, str(HERE / "upstream.py"), "--port", str(self.upstream_port)],
@@ -266,8 +273,21 @@ class Processes:
         log = (self.workdir / f"server-{name}.log").read_text()[-2000:]
         raise RuntimeError(f"voxrelay serve (node {name}) did not start:\n{log}")
 
-    def server_pids(self) -> list[int]:
-        """Every node's processes."""
+    def start_floor(self) -> str | None:
+        """Start the node floor in front of the upstream; why not, if it cannot."""
+        started = floor.start(
+            self.upstream_url, "bench-upstream-key", self.workdir / "node-floor.log"
+        )
+        if isinstance(started, str):
+            return started
+        self.floor = started
+        return None
+
+    def server_pids(self, kind: str = "") -> list[int]:
+        """The processes serving a path: the node floor's, or every node's."""
+        if kind == floor.NAME:
+            assert self.floor is not None
+            return [self.floor.pid]
         return [pid for node in self.nodes for pid in node.pids()]
 
     async def _token(self) -> str:
@@ -279,15 +299,17 @@ class Processes:
         finally:
             await store.close()
 
-    def cpu_seconds(self) -> float:
-        return sum(process_cpu(pid) for pid in self.server_pids())
+    def cpu_seconds(self, kind: str = "") -> float:
+        return sum(process_cpu(pid) for pid in self.server_pids(kind))
 
     def rss_bytes(self, pids: list[int] | None = None) -> int:
         return rss_bytes(self.server_pids() if pids is None else pids)
 
-    def watch(self) -> dict[str, list[int]]:
-        """The processes whose CPU a measurement reads over its steady window."""
-        watch = {"server": self.server_pids(), "upstream": [self.upstream.pid]}
+    def watch(self, kind: str = "") -> dict[str, list[int]]:
+        """The processes whose CPU a measurement of a path reads over its steady window."""
+        watch = {"server": self.server_pids(kind), "upstream": [self.upstream.pid]}
+        if kind == floor.NAME:
+            return watch
         if len(self.nodes) > 1:
             for node in self.nodes:
                 watch[f"node {node.name}"] = node.pids()
@@ -342,6 +364,8 @@ class Processes:
         return records
 
     def stop(self) -> None:
+        if self.floor is not None:
+            self.floor.stop()
         for node in self.nodes:
             node.stop()
         self.upstream.kill()
@@ -768,27 +792,42 @@ CROSSES = {
     "socketio-cross": ["upstream", "downstream"],
 }
 CROSS_NODE_KINDS = set(ROUTES)
+FLOOR_ROUTE = "the node floor (benchmarks/node_floor): every frame forwarded verbatim"
 
 
 def cross_kind(transport: str, cross: str) -> str | None:
     return CROSS_KINDS.get(transport, {}).get(cross)
 
 
+def paths(processes: Processes, transport: str, cross: str) -> list[str]:
+    """What a transport's measurement runs against one direct baseline: the
+    transport, its two-node path with two nodes, and the node floor beside ws."""
+    if transport == floor.NAME:
+        return [transport]
+    kinds = [transport]
+    two_nodes = cross_kind(transport, cross) if len(processes.nodes) > 1 else None
+    if two_nodes is not None:
+        kinds.append(two_nodes)
+    if transport == "ws" and processes.floor is not None:
+        kinds.append(floor.NAME)
+    return kinds
+
+
 def _urls(processes: Processes, kind: str) -> str | list[str]:
+    if kind == floor.NAME:
+        assert processes.floor is not None
+        return processes.floor.url
     return processes.node_urls[:2] if kind in CROSS_NODE_KINDS else processes.url
 
 
 def measure(
     processes: Processes, transport: str, n: int, seconds: float, cross: str = "both"
 ) -> list[dict[str, Any]]:
-    """One row per path: the transport on one node and, with two nodes, its
-    two-node path; all against the same direct baseline."""
+    """One row per path (``paths``): the transport on one node, its two-node
+    path with two nodes, the node floor beside ws; all against the same direct
+    baseline."""
     run_id = secrets.token_hex(3)
-    kinds = [transport]
-    two_nodes = cross_kind(transport, cross) if len(processes.nodes) > 1 else None
-    if two_nodes is not None:
-        kinds.append(two_nodes)
-    watch = processes.watch()
+    kinds = paths(processes, transport, cross)
     holders = processes.holders if processes.redis_url else None
     relays: dict[str, tuple[Run, float]] = {}
     # The server's resident memory growth per session, all of them streaming.
@@ -796,7 +835,8 @@ def measure(
     pings: dict[str, dict[str, float]] = {}
     for kind in kinds:
         tags = [f"bench:{run_id}:{kind}:{i}" for i in range(n)]
-        cpu_before = processes.cpu_seconds()
+        watch = processes.watch(kind)
+        cpu_before = processes.cpu_seconds(kind)
         rss_before = processes.rss_bytes(watch["server"])
         with contextlib.ExitStack() as stack:
             redis = None
@@ -811,12 +851,14 @@ def measure(
                 watch=watch,
                 holders=holders,
             )
-        relays[kind] = run, processes.cpu_seconds() - cpu_before
+        relays[kind] = run, processes.cpu_seconds(kind) - cpu_before
         streaming_rss[kind] = (run.server_rss - rss_before) // n
         if redis is not None:
             pings[kind] = redis.summary()
     direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
-    direct = run_clients("direct", processes.upstream_url, "", direct_tags, seconds, watch=watch)
+    direct = run_clients(
+        "direct", processes.upstream_url, "", direct_tags, seconds, watch=processes.watch()
+    )
     records = asyncio.run(processes.upstream_records(f"bench:{run_id}:"))
     up_direct, down_direct, _ = latencies(direct.traces, records, 960)
     rows = []
@@ -860,7 +902,9 @@ def measure(
         result: dict[str, Any] = {
             "transport": kind,
             "nodes": 2 if kind in CROSS_NODE_KINDS else 1,
-            "route": ROUTES.get(kind, "one node (A): every request"),
+            "route": FLOOR_ROUTE
+            if kind == floor.NAME
+            else ROUTES.get(kind, "one node (A): every request"),
             "sessions": n,
             "seconds": seconds,
             "delivered": round(delivered, 4),
@@ -970,21 +1014,38 @@ def measure_idle_memory(processes: Processes, n: int) -> dict[str, Any]:
     }
 
 
+def floor_ratios(rows: list[dict[str, Any]], measured: list[dict[str, Any]]) -> None:
+    """Set each row's ``vs_node_floor``: its server CPU per chunk round trip over
+    the node floor's at the same N (None while the floor has no row at that N)."""
+    floors = {
+        r["sessions"]: r["steady_cpu"]["server_us_per_chunk"]
+        for r in measured
+        if r["transport"] == floor.NAME
+    }
+    for row in rows:
+        us = floors.get(row["sessions"])
+        own = row["steady_cpu"]["server_us_per_chunk"]
+        row["vs_node_floor"] = round(own / us, 2) if us else None
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         f"{'transport':15} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
-        f"{'down p50/p99/max added ms':>27} | {'cpu s/sess-min':>14} {'cores':>5} | "
-        f"{'harness us/chunk':>16} | {'KiB/sess':>8}",
+        f"{'down p50/p99/max added ms':>27} | {'cpu s/sess-min':>14} {'cores':>5} "
+        f"{'us/chunk':>8} {'vs floor':>8} | {'harness us/chunk':>16} | {'KiB/sess':>8}",
     ]
     for r in results:
         up, down = r["upstream"]["added"], r["downstream"]["added"]
         steady = r["steady_cpu"]
         harness = steady["harness"]["relay"]
+        ratio = r.get("vs_node_floor")
         lines.append(
             f"{r['transport']:15} {r['sessions']:>4} {r['delivered']:>6.3f} | "
             f"{up['p50']:>7.2f} {up['p99']:>8.2f} {up['max']:>9.2f} | "
             f"{down['p50']:>7.2f} {down['p99']:>9.2f} {down['max']:>9.2f} | "
-            f"{r['cpu_seconds_per_session_minute']:>14.3f} {steady['server_cores']:>5.2f} | "
+            f"{r['cpu_seconds_per_session_minute']:>14.3f} {steady['server_cores']:>5.2f} "
+            f"{steady['server_us_per_chunk']:>8.1f} "
+            f"{'-' if ratio is None else f'{ratio:.2f}x':>8} | "
             f"{harness['upstream_us_per_chunk']:>7.1f} {harness['clients_us_per_chunk']:>8.1f} | "
             f"{r['streaming_memory_bytes_per_session'] / 1024:>8.0f}"
         )
@@ -1048,6 +1109,24 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def start_node_floor(processes: Processes) -> dict[str, Any]:
+    """Start the node floor, saying in one line what runs, or why it does not."""
+    reason = processes.start_floor()
+    if reason is not None:
+        print(f"node floor skipped: {reason}", flush=True)
+        return {"measured": False, "skipped": reason}
+    assert processes.floor is not None
+    version = subprocess.run(
+        ["node", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    masking = "native" if processes.floor.native_masking else "JS"
+    print(
+        f"node floor: {processes.floor.url}, node {version}, ws with {masking} masking",
+        flush=True,
+    )
+    return {"measured": True, "node": version, "native_masking": processes.floor.native_masking}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1092,6 +1171,12 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: with --nodes 2, a PostgreSQL database made for the run when "
         "PostgreSQL answers on 127.0.0.1:5432, else one SQLite file; one node: SQLite",
     )
+    parser.add_argument(
+        "--no-node-floor",
+        dest="node_floor",
+        action="store_false",
+        help="do not measure the node floor (a verbatim ws relay on Node) beside ws",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args(argv)
     if args.seconds <= 0:
@@ -1102,6 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
     transports = args.transports.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     hops: list[dict[str, Any]] = []
+    node_floor: dict[str, Any] = {"measured": False}
     with tempfile.TemporaryDirectory() as workdir:
         processes = Processes(
             Path(workdir),
@@ -1120,16 +1206,18 @@ def main(argv: list[str] | None = None) -> int:
                 for transport in transports:
                     kind = cross_kind(transport, args.cross)
                     print(f"  {transport}: " + (ROUTES[kind] if kind else "one node only"))
+            if args.node_floor:
+                node_floor = start_node_floor(processes)
             memory = measure_idle_memory(processes, args.idle) if args.idle else None
-            results = []
+            results: list[dict[str, Any]] = []
             commits = {}
             bursts = {}
-            for transport in transports:
-                kinds = [transport]
-                two_nodes = cross_kind(transport, args.cross) if args.nodes > 1 else None
-                if two_nodes is not None:
-                    kinds.append(two_nodes)
-                for kind in kinds:
+            # The floor rides with ws (same direct baseline); without ws, on its own.
+            groups = list(transports)
+            if processes.floor is not None and "ws" not in groups:
+                groups.append(floor.NAME)
+            for transport in groups:
+                for kind in paths(processes, transport, args.cross):
                     commits[kind] = measure_commit(processes, kind, args.commit_sessions)
                     bursts[kind] = measure_commit(
                         processes, kind, args.commit_sessions, together=True
@@ -1137,16 +1225,18 @@ def main(argv: list[str] | None = None) -> int:
                 for n in counts:
                     rows = measure(processes, transport, n, args.seconds, args.cross)
                     results.extend(rows)
+                    floor_ratios(rows, results)
                     for line in table(rows).splitlines()[1:]:
                         print(line, flush=True)
                     for row in rows:
                         if "held_by" in row and row["held_by"].get("A", 0) != n:
                             print(f"  {row['transport']}: held by {row['held_by']}", flush=True)
-                    if len(rows) == 2:
+                    if len(rows) > 1 and rows[1]["transport"] in CROSS_NODE_KINDS:
                         hops.append(hop(rows[0], rows[1]))
                         print(hop_table(hops[-1:]).splitlines()[-1], flush=True)
         finally:
             processes.stop()
+    floor_ratios(results, results)
     kinds = list(dict.fromkeys(r["transport"] for r in results))
     sustained = {
         t: max(
@@ -1171,6 +1261,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit_to_first_audio_together_ms": bursts,
         "idle_memory": memory,
         "sustained_sessions_p99_under_50ms": sustained,
+        "node_floor": node_floor,
     }
     if args.nodes > 1:
         report["cluster"] = {

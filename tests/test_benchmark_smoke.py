@@ -6,9 +6,12 @@ of them past the warm-up, and a steady window of 0.3 s for the CPU figures."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +29,7 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
             "3",
             "--commit-sessions",
             "2",
+            "--no-node-floor",
             "--out",
             str(tmp_path),
         ],
@@ -47,6 +51,8 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
                 row[direction]["relay"]["p50"] - row[direction]["direct"]["p50"], 2
             )
         assert row["cpu_seconds_per_session_minute"] > 0
+        assert row["vs_node_floor"] is None, "no floor to compare with"
+    assert report["node_floor"] == {"measured": False}
     for figures in report["commit_to_first_audio_ms"].values():
         assert figures["relay"]["count"] == figures["direct"]["count"] == 2
     assert report["idle_memory"]["sessions"] == 3
@@ -73,6 +79,7 @@ def test_benchmark_two_nodes_reports_the_cross_node_hop(tmp_path: Path) -> None:
             "0",
             "--commit-sessions",
             "2",
+            "--no-node-floor",
             "--out",
             str(tmp_path),
         ],
@@ -122,3 +129,52 @@ def test_socketio_layer_benchmark_runs_and_reports_both_transports(tmp_path: Pat
     assert report["ratio_engineio_to_fast"] == round(
         figures["engineio"]["median"] / figures["fast"]["median"], 2
     )
+
+
+def test_benchmark_measures_the_node_floor_beside_ws(tmp_path: Path) -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are needed for the node floor")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "relay.py"),
+            "--transports",
+            "http,ws",
+            "--sessions",
+            "2",
+            "--seconds",
+            "0.5",
+            "--idle",
+            "0",
+            "--commit-sessions",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "node floor skipped" not in result.stdout, result.stdout
+    report = json.loads((tmp_path / "relay.json").read_text())
+    assert report["node_floor"]["measured"] is True
+    rows = {r["transport"]: r for r in report["results"]}
+    assert set(rows) == {"http", "ws", "node-floor"}
+    floor = rows["node-floor"]
+    # The floor relays the ws client's frames to the upstream and back, all of them.
+    assert floor["delivered"] == 1.0, floor
+    assert floor["errors"] == 0
+    for direction in ("upstream", "downstream"):
+        assert floor[direction]["relay"]["count"] > 0
+    # Its CPU is the node process's own: measured, not borrowed from voxrelay's.
+    floor_us = floor["steady_cpu"]["server_us_per_chunk"]
+    assert floor_us > 0
+    assert floor_us != rows["ws"]["steady_cpu"]["server_us_per_chunk"]
+    for row in rows.values():
+        us = row["steady_cpu"]["server_us_per_chunk"]
+        assert row["vs_node_floor"] == round(us / floor_us, 2)
+    assert set(report["commit_to_first_audio_ms"]) == {"http", "ws", "node-floor"}
+    assert report["commit_to_first_audio_ms"]["node-floor"]["relay"]["count"] == 2
+    assert "vs floor" in result.stdout
