@@ -23,8 +23,9 @@ from voxrelay.spool import open_unlinked
 
 log = logging.getLogger(__name__)
 
-# Writes to the file go in blocks of this much (one ``pwrite`` per ~1 s of audio).
-BLOCK_BYTES = 32 << 10
+# Writes to the file go in blocks of this much (one ``pwrite`` per ~0.3-0.5 s of
+# audio): what a long turn holds in memory.
+BLOCK_BYTES = 16 << 10
 
 
 class TurnAudio:
