@@ -108,6 +108,11 @@ class Settings:
     # directory) and read back only for a listener that fell behind. 0: all in memory.
     replay_memory_bytes: int = 64 << 10
     replay_spool_dir: str | None = None
+    # Of the user's turn in progress (kept to be sent again to a new upstream link),
+    # the audio kept in memory only; a longer turn goes to a ring file in
+    # ``replay_spool_dir``, memory holding only the block not yet written. 0: all of
+    # it in memory.
+    turn_audio_memory_bytes: int = 64 << 10
     # Socket.IO packets that may wait for one socket that does not read them (an
     # answer's audio is one per ~100 ms, each word one more); past this it is dropped.
     socketio_max_queued_events: int = 1000
@@ -151,6 +156,7 @@ class Settings:
             "upload_burst_seconds",
             "client_tool_timeout_seconds",
             "replay_memory_bytes",
+            "turn_audio_memory_bytes",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more")

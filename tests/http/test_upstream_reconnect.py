@@ -5,7 +5,9 @@ stream and the stored conversation."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from fakes.openai_realtime import FakeRealtimeServer
@@ -363,3 +365,52 @@ async def test_a_new_link_is_told_the_speech_in_progress_not_the_silence_before_
         assert quiet.endswith(resent)
         await client.end(cid)
         await reader.close()
+
+
+def _open_files_in(directory: Path) -> int:
+    """This process's open files in ``directory`` (unlinked ones included)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if _target(fd).startswith(f"{directory}/"))
+
+
+def _target(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return ""
+
+
+async def test_a_long_turn_kept_on_disk_reaches_the_new_link_byte_for_byte(
+    launch: Callable[..., RunningServer], fake: FakeRealtimeServer, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    # Past 4 KiB the turn's audio goes to a file; the replay log stays in memory, so
+    # every file in the directory is a turn's.
+    relay = _relay(
+        launch,
+        fake,
+        upstream_reconnect_seconds=5,
+        turn_audio_memory_bytes=4096,
+        replay_memory_bytes=0,
+        replay_spool_dir=str(spool),
+    )
+    token = await relay.token()
+    async with VoxrelayClient(relay.url, token) as client:
+        session = await client.create_session(turnDetection="manual", inputSampleRate=24000)
+        cid = session["conversationId"]
+        reader, _ = await _open(client, conversation_id=cid)
+        speech = bytes((i * 7 + i // 251) % 256 for i in range(24000 * 2 * 3))  # 3 s
+        await client.upload(cid, speech)
+        await wait_until(lambda: len(fake.audio_received()) == len(speech), seconds=5)
+        assert _open_files_in(spool) == 1
+        fake.drop()
+        await reader.wait_for("upstream_restored")
+        await wait_until(lambda: len(fake.audio_received()) == len(speech), seconds=5)
+        assert fake.audio_received() == speech
+        await client.commit(cid)
+        assert (await reader.wait_for("response_done")).data["status"] == "completed"
+        await client.end(cid)
+        await reader.close()
+    await wait_until(lambda: _open_files_in(spool) == 0, seconds=5)
+    assert list(spool.iterdir()) == []

@@ -69,6 +69,8 @@ _STATUS_HINTS = {
 _PING_IDLE_SECONDS = 20.0
 _MAX_MESSAGE_BYTES = 64 << 20
 _READ_BUFFER_BYTES = 4096  # grown as frames need; an idle link holds this much
+# The most audio one append carries (~170 ms at 24 kHz, an 11 KB message).
+_APPEND_PIECE_BYTES = 8 << 10
 _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 # An item id an upstream takes back as it is (the ids it makes itself, and ours).
 _REUSABLE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{ITEM_ID_MAX}}}")
@@ -265,7 +267,16 @@ class RealtimeProvider:
         link = self._link
         if link is None:
             raise ProviderError(f"{self.name} realtime link is not open")
-        link.send(_APPEND_PREFIX + base64.b64encode(pcm) + b'"}')
+        if len(pcm) <= _APPEND_PIECE_BYTES:
+            link.send(_APPEND_PREFIX + base64.b64encode(pcm) + b'"}')
+        else:
+            # The link's write buffer grows to its largest message and stays that
+            # size: a burst (or a turn sent again to a new link) goes in pieces.
+            with memoryview(pcm) as view:
+                for at in range(0, len(pcm), _APPEND_PIECE_BYTES):
+                    piece = view[at : at + _APPEND_PIECE_BYTES]
+                    link.send(_APPEND_PREFIX + base64.b64encode(piece) + b'"}')
+                    piece.release()
         await link.writable()
 
     async def commit(self) -> None:

@@ -79,6 +79,8 @@ class Registry:
         self._upstream_policy = UpstreamPolicy(
             reconnect_seconds=settings.upstream_reconnect_seconds,
             rollover_seconds=settings.upstream_rollover_seconds or None,
+            keep_audio_memory_bytes=settings.turn_audio_memory_bytes,
+            audio_dir=settings.replay_spool_dir or None,
         )
         self.calls: dict[str, OwnerCall] = {}
         # Whether this process's message writes land (``/readyz``).

@@ -49,6 +49,7 @@ from voxrelay.providers.base import (
     SessionOptions,
     ToolOutput,
 )
+from voxrelay.sessions.turn_audio import TurnAudio
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ class UpstreamPolicy:
     last_retry_seconds: float = 4.0
     # Audio of the turn in progress kept for a new link, at most.
     keep_audio_seconds: float = 30.0
+    # Of it, what is kept in memory only; more goes to a file in ``audio_dir`` (None:
+    # the OS's temporary directory). 0: all of it in memory.
+    keep_audio_memory_bytes: int = 64 << 10
+    audio_dir: str | None = None
 
 
 @dataclass(slots=True)
@@ -83,7 +88,8 @@ class _Unanswered:
     """The last user turn, while it has no answer: sent again to a new link."""
 
     item_id: str | None
-    pcm: bytes = b""
+    # Its audio, until its words are known (then None).
+    audio: TurnAudio | None = None
     text: str | None = None
     # Tool results were given (the conversation holds them): only the answer is due.
     respond: bool = False
@@ -126,7 +132,7 @@ class Upstream:
         self._rolling = False
         self._max_pending = int(policy.keep_audio_seconds * self.input_rate) * 2
         self._max_quiet = int(_QUIET_KEEP_SECONDS * self.input_rate) * 2
-        self._pending = bytearray()
+        self._pending = self._turn_audio()
         self._unanswered: _Unanswered | None = None
         self._responding: str | None = None
         self._speaking = False
@@ -154,7 +160,7 @@ class Upstream:
             await self._link.commit()
 
     async def send_text(self, item_id: str, text: str) -> None:
-        self._unanswered = _Unanswered(item_id, text=text)
+        self._answer_due(_Unanswered(item_id, text=text))
         if self._link is not None:
             await self._link.send_text(item_id, text)
 
@@ -165,13 +171,13 @@ class Upstream:
             await self._link.update_tools(tools)
 
     async def send_tool_outputs(self, outputs: Sequence[ToolOutput]) -> None:
-        self._unanswered = _Unanswered(None, respond=True)
+        self._answer_due(_Unanswered(None, respond=True))
         if self._link is not None:
             await self._link.send_tool_outputs(outputs)
 
     async def cancel(self, item_id: str | None, played_ms: int | None) -> None:
         # The user wants no answer: a new link must not give one either.
-        self._unanswered = None
+        self._answer_due(None)
         if self._link is not None:
             await self._link.cancel(item_id, played_ms)
 
@@ -182,6 +188,8 @@ class Upstream:
             self._rollover.cancel()
         if self._reconnecting is not None:
             self._reconnecting.cancel()
+        self._answer_due(None)
+        self._pending.close()
         link, self._link = self._link, None
         if link is not None:
             await link.close()
@@ -205,23 +213,32 @@ class Upstream:
         messages = [*self.earlier, *self.said()]
         return [m for m in messages if again is None or m.item_id != again]
 
+    def _turn_audio(self) -> TurnAudio:
+        policy = self._policy
+        return TurnAudio(self._max_pending, policy.keep_audio_memory_bytes, policy.audio_dir)
+
     def _keep(self, pcm: bytes) -> None:
         pending = self._pending
-        pending += pcm
-        limit = self._max_pending
+        pending.append(pcm)
         if not self._speaking and self._options.turn_detection == "server_vad":
-            limit = self._max_quiet
-        if len(pending) > limit:
-            del pending[: len(pending) - limit]
+            pending.keep_last(self._max_quiet)
+
+    def _answer_due(self, turn: _Unanswered | None) -> None:
+        """``turn`` is the one a new link must answer now (None: none is)."""
+        old, self._unanswered = self._unanswered, turn
+        if old is not None and old.audio is not None and old is not turn:
+            old.audio.close()
 
     def _committed(self, item_id: str | None) -> None:
         turn = self._unanswered
         if turn is not None and turn.text is None and turn.item_id is None and not turn.respond:
             # The upstream named the turn a commit of ours (or a new link) made.
             turn.item_id = item_id
+            self._pending.clear()
         else:
-            self._unanswered = _Unanswered(item_id, bytes(self._pending))
-        self._pending.clear()
+            # The turn takes the audio (and its file) along; the next one starts anew.
+            audio, self._pending = self._pending, self._turn_audio()
+            self._answer_due(_Unanswered(item_id, audio))
         self._speaking = False
 
     def _on_event(self, event: ModelEvent) -> None:
@@ -249,10 +266,13 @@ class Upstream:
             turn = self._unanswered
             if event.role == "user" and turn is not None and turn.item_id == event.item_id:
                 # Its words are known now: a new link gets them as text, not as audio.
-                turn.text, turn.pcm = event.text, b""
+                turn.text = event.text
+                if turn.audio is not None:
+                    turn.audio.close()
+                    turn.audio = None
         elif isinstance(event, ResponseStarted):
             self._responding = event.response_id
-            self._unanswered = None
+            self._answer_due(None)
         elif isinstance(event, ResponseDone) and self._responding == event.response_id:
             self._responding = None
         self._emit(event)
@@ -352,12 +372,12 @@ class Upstream:
             await link.send_tool_outputs(())
         elif turn is not None and turn.text is not None and turn.item_id is not None:
             await link.send_text(turn.item_id, turn.text)
-        elif turn is not None and turn.pcm:
+        elif turn is not None and turn.audio is not None and len(turn.audio):
             turn.item_id = None  # the new link names it anew
-            await link.send_audio(turn.pcm)
+            await link.send_audio(turn.audio.tail(len(turn.audio)))
             await link.commit()
         if pending_bytes:
-            await link.send_audio(bytes(self._pending[-pending_bytes:]))
+            await link.send_audio(self._pending.tail(pending_bytes))
         await self._restored(link)
 
     async def _restored(self, link: Provider) -> None:

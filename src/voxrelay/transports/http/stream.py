@@ -155,28 +155,34 @@ def _query_tools(text: str | None) -> tuple[dict[str, object], ...]:
 _REVOKED = b'{"code":"unauthorized","message":"the device token was revoked"}'
 
 
+def _frames(cursor: Cursor, audio_times: list[float]) -> bytes:
+    """The pending events as SSE frames, in one piece. A function of its own so that
+    nothing of the batch is held while the listener waits for the next events."""
+    frames: list[bytes] = []
+    for item in cursor.take():
+        if isinstance(item, ReplayGap):
+            message = (
+                f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
+                f" longer held; resuming at {item.resumed_at}"
+            )
+            data = json.dumps({"code": "replay_gap", "message": message}).encode()
+            frames.append(sse_frame(item.resumed_at - 1, "error", data))
+            continue
+        if item.id <= cursor.head:
+            metrics.REPLAYED_EVENTS.inc()
+        elif item.type == "audio":
+            audio_times.append(item.at)
+        frames.append(item.sse)
+    return frames[0] if len(frames) == 1 else b"".join(frames)
+
+
 async def _follow(cursor: Cursor, write: Write) -> None:
     latency = metrics.DOWNSTREAM_LATENCY["sse"]
     audio_times: list[float] = []
     while await cursor.wait():
         # Whatever is pending goes out in one write: a listener that fell
         # behind catches up with one send instead of one per event.
-        frames: list[bytes] = []
-        for item in cursor.take():
-            if isinstance(item, ReplayGap):
-                message = (
-                    f"events {item.requested_after + 1}..{item.resumed_at - 1} are no"
-                    f" longer held; resuming at {item.resumed_at}"
-                )
-                data = json.dumps({"code": "replay_gap", "message": message}).encode()
-                frames.append(sse_frame(item.resumed_at - 1, "error", data))
-                continue
-            if item.id <= cursor.head:
-                metrics.REPLAYED_EVENTS.inc()
-            elif item.type == "audio":
-                audio_times.append(item.at)
-            frames.append(item.sse)
-        await write(frames[0] if len(frames) == 1 else b"".join(frames))
+        await write(_frames(cursor, audio_times))
         # The frames are written (handed to the server's transport).
         if audio_times:
             now = time.monotonic()
