@@ -23,11 +23,7 @@ import orjson
 from picows import (
     WSCloseCode,
     WSError,
-    WSFrame,
     WSHandshakeError,
-    WSListener,
-    WSMsgType,
-    WSTransport,
     ws_connect,
 )
 
@@ -45,6 +41,7 @@ from voxrelay.openai_realtime.protocol import (
     RawListener,
     RawListeners,
 )
+from voxrelay.providers._openai_link import Link
 from voxrelay.providers.base import (
     PERMANENT_ERRORS,
     EmitModelEvent,
@@ -54,7 +51,6 @@ from voxrelay.providers.base import (
     SessionOptions,
     ToolOutput,
 )
-from voxrelay.ws_messages import WholeMessages
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +110,7 @@ class RealtimeProvider:
         self.transcription_model = transcription_model or _TRANSCRIBE_MODEL[dialect]
         self._headers = dict(headers)
         self._open_timeout = open_timeout
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._emit: EmitModelEvent | None = None
         self._closing = False
         self._reported_loss = False
@@ -131,7 +127,7 @@ class RealtimeProvider:
         try:
             async with asyncio.timeout(self._open_timeout):
                 transport, link = await ws_connect(
-                    lambda: _Link(self, first),
+                    lambda: Link(self, first),
                     self.url,
                     extra_headers=self._headers,
                     websocket_handshake_timeout=self._open_timeout,
@@ -162,7 +158,7 @@ class RealtimeProvider:
                 f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else type(exc).__name__
             )
             raise ProviderError(f"cannot connect to {where}: {detail}") from None
-        assert isinstance(link, _Link)
+        assert isinstance(link, Link)
         try:
             async with asyncio.timeout(self._open_timeout):
                 message = await first
@@ -399,103 +395,6 @@ class RealtimeProvider:
             return
         self._reported_loss = True
         self._emit(ModelError("upstream_failed", message, fatal=True))
-
-
-class _Link(WSListener):
-    """The picows side of one upstream link: whole messages in, bytes out, the close
-    handshake and write flow control."""
-
-    def __init__(self, provider: RealtimeProvider, first: asyncio.Future[bytes]) -> None:
-        self._provider = provider
-        self._first: asyncio.Future[bytes] | None = first
-        self._transport: WSTransport | None = None
-        self._messages = WholeMessages()
-        self._open = False
-        self._early: list[bytes] = []  # messages after the first, before the provider is open
-        self._peer_close: int | None = None
-        self._drained: asyncio.Event | None = None
-        self._gone: asyncio.Event = asyncio.Event()
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self._transport = transport
-
-    def opened(self) -> None:
-        """The provider handles every message from now on (those that came early, soon)."""
-        self._open = True
-        early, self._early = self._early, []
-        loop = asyncio.get_running_loop()
-        for message in early:
-            loop.call_soon(self._deliver, message)
-        if self._gone.is_set():
-            loop.call_soon(self._provider._on_closed, self._peer_close)
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        message = self._messages.add(frame)
-        if message is not None:
-            self._deliver(message)
-        elif frame.msg_type is WSMsgType.CLOSE:
-            self._peer_close = int(frame.get_close_code().value)
-            if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code())
-            transport.disconnect()
-
-    def _deliver(self, message: bytes) -> None:
-        if self._open:
-            try:
-                self._provider._on_message(message)
-            except Exception:
-                log.exception("%s realtime: handling an upstream event failed", self._provider.name)
-        elif self._first is not None and not self._first.done():
-            self._first.set_result(message)
-        else:
-            self._early.append(message)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self._gone.set()
-        if self._drained is not None:
-            self._drained.set()
-        if self._first is not None and not self._first.done():
-            self._first.set_exception(ConnectionError("the upstream closed the connection"))
-        if self._open:
-            self._provider._on_closed(self._peer_close)
-
-    def pause_writing(self) -> None:
-        self._drained = asyncio.Event()
-
-    def resume_writing(self) -> None:
-        if self._drained is not None:
-            self._drained.set()
-            self._drained = None
-
-    def send(self, message: bytes) -> None:
-        transport = self._transport
-        if transport is not None and not self._gone.is_set():
-            transport.send(WSMsgType.TEXT, message)
-
-    async def writable(self) -> None:
-        """Return once the link can take more (at once, unless its writes backed up)."""
-        drained = self._drained
-        if drained is not None:
-            await drained.wait()
-
-    def fail(self, code: WSCloseCode, reason: str) -> None:
-        if self._transport is not None:
-            self._transport.send_close(code, reason.encode())
-            self._transport.disconnect()
-
-    async def close(self) -> None:
-        """The close handshake: the upstream answers our close frame once it has read
-        everything sent before it."""
-        transport = self._transport
-        if transport is None or self._gone.is_set():
-            return
-        if not transport.is_close_frame_sent:
-            transport.send_close(WSCloseCode.OK)
-        try:
-            async with asyncio.timeout(5):
-                await self._gone.wait()
-        except TimeoutError:
-            transport.disconnect(graceful=False)
 
 
 def _upstream_item_id(item_id: str) -> str:
