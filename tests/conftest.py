@@ -27,10 +27,11 @@ hypothesis_settings.load_profile(
 )
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
     """Each test, with what it sets up and tears down, holds the workers' lock: shared,
-    or exclusive when marked ``alone`` (see alone.py)."""
+    or exclusive when marked ``alone`` (see alone.py). Taken outside the other
+    plugins' wrappers, so the wait for it does not count towards a test's timeout."""
     folder = alone.lock_folder(item.config)
     if folder is None:
         return (yield)
