@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import alone
 import pytest
 from harness import RunningServer, start_server
 from hypothesis import settings as hypothesis_settings
@@ -24,6 +25,18 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """Each test, with what it sets up and tears down, holds the workers' lock: shared,
+    or exclusive when marked ``alone`` (see alone.py). Taken outside the other
+    plugins' wrappers, so the wait for it does not count towards a test's timeout."""
+    folder = alone.lock_folder(item.config)
+    if folder is None:
+        return (yield)
+    with alone.hold(folder, exclusive=item.get_closest_marker(alone.MARK) is not None):
+        return (yield)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -174,11 +175,22 @@ async def test_resuming_sends_earlier_turns_upstream_first(
         await client.end(conversation_id)
         await reader.close()
         stored = (await client.conversation(conversation_id))["messages"]
+        first = fake.connections[-1].index
 
         again, same_id = await _open(client, conversation_id=conversation_id)
         assert same_id == conversation_id
-        latest = fake.connections[-1].index
-        history = [e["item"] for e in fake.client_events("conversation.item.create", conn=latest)]
+
+        def history_of(conn: int) -> list[dict[str, Any]]:
+            return [e["item"] for e in fake.client_events("conversation.item.create", conn=conn)]
+
+        # The stream may start before the new link has taken the history: wait for it.
+        await wait_until(
+            lambda: (
+                fake.connections[-1].index != first
+                and len(history_of(fake.connections[-1].index)) >= 2
+            )
+        )
+        history = history_of(fake.connections[-1].index)
         assert [(i["role"], i["content"][0]["type"], i["content"][0]["text"]) for i in history] == [
             ("user", "input_text", stored[0]["text"]),
             ("assistant", "output_text", stored[1]["text"]),

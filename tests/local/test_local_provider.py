@@ -41,6 +41,10 @@ from voxrelay.providers.base import HistoryMessage, SessionOptions
 from voxrelay.providers.local import LocalProvider
 
 E = TypeVar("E", bound=ModelEvent)
+# Recognition keeping up with real-time speech, and an event loop that never stalls,
+# are asserted: with the whole machine to themselves.
+pytestmark = pytest.mark.alone
+
 RATE = 16000
 OUT_RATE = LocalProvider.output_rate
 

@@ -55,15 +55,22 @@ def _answer(reader: EventReader, words: str) -> Any:
     )
 
 
-async def _stored_calls(client: VoxrelayClient, cid: str, count: int) -> dict[str, Any]:
-    """The conversation once ``count`` tool calls are stored and none is pending."""
+async def _stored_calls(
+    client: VoxrelayClient, cid: str, count: int, messages: int = 0
+) -> dict[str, Any]:
+    """The conversation once ``count`` tool calls are stored and none is pending (and
+    at least ``messages`` messages: the answer's is stored after its transcript went
+    out, so it may come a moment later than the call's)."""
     for _ in range(250):
         conversation = await client.conversation(cid)
         found = conversation.get("toolCalls", [])
-        if len(found) >= count and all(c["status"] != "pending" for c in found):
+        done = len(found) >= count and all(c["status"] != "pending" for c in found)
+        if done and len(conversation["messages"]) >= messages:
             return conversation
         await asyncio.sleep(0.02)
-    raise AssertionError(f"fewer than {count} finished tool calls: {conversation}")
+    raise AssertionError(
+        f"fewer than {count} finished tool calls (or {messages} messages): {conversation}"
+    )
 
 
 async def test_a_server_tool_runs_and_the_model_answers_aloud(
@@ -89,7 +96,7 @@ async def test_a_server_tool_runs_and_the_model_answers_aloud(
         # Nobody listening hears of a server tool's call, nor of its credentials.
         assert reader.of_type("tool_call") == [] and reader.of_type("error") == []
         assert all(CAREGIVER_TOKEN not in json.dumps(e.data) for e in reader.events)
-        conversation = await _stored_calls(client, cid, 1)
+        conversation = await _stored_calls(client, cid, 1, messages=2)
         messages = conversation["messages"]
         assert [m["role"] for m in messages] == ["user", "assistant"]
         [stored] = conversation["toolCalls"]

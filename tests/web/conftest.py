@@ -1,6 +1,6 @@
 """Fixtures of the browser tests: one server (behind a proxy that can drop event
-streams) and one headless Chromium for every web test; a fresh context per visit.
-See web_pages.py."""
+streams) for every web test, one headless Chromium per module that drives it; a
+fresh context per visit. See web_pages.py."""
 
 from __future__ import annotations
 
@@ -46,8 +46,14 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API runs, it keeps its event
+# loop marked as running in this thread, so an async test after it could not start
+# a loop of its own. Closed with its module, it leaves the thread as it found it,
+# and the web tests may run in any order with the rest.
+@pytest.fixture(scope="module")
 def browser(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import asyncio
+
     from playwright.sync_api import sync_playwright
 
     wav = speech_wav(tmp_path_factory.mktemp("speech"))
@@ -59,6 +65,7 @@ def browser(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             yield launched
         finally:
             launched.close()
+    assert asyncio._get_running_loop() is None, "Playwright left its event loop running"
 
 
 @pytest.fixture

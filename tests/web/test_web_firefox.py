@@ -34,8 +34,8 @@ def pulse(tmp_path: Path) -> Iterator[PulseAudio]:
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine to its end in a thread of its own: the Playwright tests' browser
-    keeps an event loop of its own in this one."""
+    """Run a coroutine to its end in a thread of its own, whatever event loop this
+    thread holds (Playwright's, while its sync API runs)."""
     failures: list[BaseException] = []
 
     def run() -> None:

@@ -3,7 +3,7 @@
 The tests drive Debian's headless Chromium with Playwright against a real server
 on the offline ``local`` provider, behind a proxy that can drop event streams.
 Chromium's fake media devices feed a real speech recording as the microphone.
-One server and one browser serve every web test; each test gets a fresh browser
+One server serves every web test, and one browser each module's; each test gets a fresh browser
 context and a device token of its own, so its history is its own. The tests skip
 when Chromium is not installed, and fail instead with ``VOXRELAY_REQUIRE_SERVICES=1``.
 Every page's requests are logged: a request to anywhere but the server, or a
