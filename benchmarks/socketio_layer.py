@@ -214,14 +214,24 @@ async def _measure(port: int, pid: int, args: argparse.Namespace) -> dict[str, A
         "layers_us_per_chunk": {
             variant: round(medians[variant] - medians["bare"], 1) for variant in VARIANTS[:2]
         },
-        "layers_ratio_engineio_to_fast": round(
-            (medians["engineio"] - medians["bare"]) / (medians["fast"] - medians["bare"]), 2
+        # None when noise puts the fast path at or under the floor (a tiny run).
+        "layers_ratio_engineio_to_fast": (
+            round((medians["engineio"] - medians["bare"]) / (medians["fast"] - medians["bare"]), 2)
+            if medians["fast"] > medians["bare"]
+            else None
         ),
         # User time only: the Python layers, without the kernel's loopback TCP work
         # (the same for both, and counted above as system time of the server).
         "user_us_per_chunk": {variant: round(value, 1) for variant, value in user.items()},
-        "user_ratio_engineio_to_fast": round(user["engineio"] / user["fast"], 2),
+        # None when a run is too short for the kernel's 10 ms ticks to see user time.
+        "user_ratio_engineio_to_fast": (
+            round(user["engineio"] / user["fast"], 2) if user["fast"] > 0 else None
+        ),
     }
+
+
+def _times(ratio: float | None) -> str:
+    return "not measured (too short)" if ratio is None else f"{ratio:.2f}x"
 
 
 def _main() -> int:
@@ -256,12 +266,12 @@ def _main() -> int:
     layers = report["layers_us_per_chunk"]
     print(
         f"above the bare floor: engineio {layers['engineio']:.1f}, fast {layers['fast']:.1f} "
-        f"µs/chunk, ratio {report['layers_ratio_engineio_to_fast']:.2f}x"
+        f"µs/chunk, ratio {_times(report['layers_ratio_engineio_to_fast'])}"
     )
     user = report["user_us_per_chunk"]
     print(
         f"user CPU only: engineio {user['engineio']:.1f}, fast {user['fast']:.1f} µs/chunk, "
-        f"ratio {report['user_ratio_engineio_to_fast']:.2f}x"
+        f"ratio {_times(report['user_ratio_engineio_to_fast'])}"
     )
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
