@@ -15,6 +15,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent / "node_floor"
 NAME = "node-floor"
@@ -31,13 +32,18 @@ class Floor:
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, 10)
+
+
+def stop_process(process: subprocess.Popen[Any], patience: float) -> None:
+    """SIGTERM, then SIGKILL after ``patience`` seconds (the relay's nodes too)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(patience)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def _installed() -> bool:

@@ -39,7 +39,6 @@ import gc
 import json
 import os
 import secrets
-import signal
 import socket
 import struct
 import subprocess
@@ -174,13 +173,7 @@ class Node:
         return pids
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        floor.stop_process(self.process, 15)
 
 
 class Processes:

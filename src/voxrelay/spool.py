@@ -118,7 +118,10 @@ class Spool:
         if None in types:
             types = [self._code(record[1]) for record in records]
         block = b"".join([record[3] for record in records])
-        _write_all(segment.fd, block, segment.size)
+        try:
+            write_all(segment.fd, block, segment.size)
+        except OSError as error:
+            raise SpoolError(str(error)) from error
         if not segment.offsets:
             segment.first_id = records[0][0]
         starts = list(accumulate([len(record[3]) for record in records], initial=segment.size))
@@ -265,11 +268,11 @@ def open_unlinked(directory: str | None) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    try:
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view, offset = view[written:], offset + written
-    except OSError as error:
-        raise SpoolError(str(error)) from error
+def write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset``; ``OSError`` if the disk refuses. Its views
+    of ``data`` are released even then, so a bytearray can be resized after."""
+    with memoryview(data) as whole:
+        done = 0
+        while done < len(whole):
+            with whole[done:] as rest:
+                done += os.pwrite(fd, rest, offset + done)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 
-from voxrelay.spool import open_unlinked
+from voxrelay.spool import open_unlinked, write_all
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,19 @@ class TurnAudio:
 
     def close(self) -> None:
         self.clear()
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._close_file()
 
     def __del__(self) -> None:
         # A turn dropped without being closed still gives its file back.
         self.close()
 
     # -- the file ---------------------------------------------------------------------
+
+    def _close_file(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _spill(self) -> None:
         if self._memory >= self._capacity:
@@ -155,10 +158,7 @@ class TurnAudio:
     def _give_up_disk(self, why: str) -> None:
         # What is in memory is kept, and from now on at most what fits there.
         log.warning("%s; keeping only the last %d bytes of the turn", why, self._memory)
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._close_file()
         self._capacity = self._memory
         self._start = max(self._start, self._end - len(self._buffer))
         self.keep_last(self._memory)
@@ -168,11 +168,8 @@ def _write_all(fd: int, buffer: bytearray, begin: int, end: int, offset: int) ->
     """Write ``buffer[begin:end]`` at ``offset``; returns why it failed, if it did."""
     # The buffer's views are released before it is resized, even on an error.
     with memoryview(buffer) as whole, whole[begin:end] as view:
-        done = 0
-        while done < len(view):
-            try:
-                with view[done:] as rest:
-                    done += os.pwrite(fd, rest, offset + done)
-            except OSError as error:
-                return str(error)
+        try:
+            write_all(fd, view, offset)
+        except OSError as error:
+            return str(error)
     return None
