@@ -711,6 +711,8 @@ class _RealtimeListener(_Listener):
     def __init__(self, trace: Trace) -> None:
         super().__init__()
         self.trace = trace
+        # Set by the answer to the client's session.update.
+        self.updated = asyncio.get_running_loop().create_future()
 
     def on_message(self, message: bytes) -> None:
         if message.startswith(_DELTA_TYPE):
@@ -724,6 +726,10 @@ class _RealtimeListener(_Listener):
             self.trace.got(b64_bytes(event["delta"]))
         elif kind == "error":
             self.trace.errors.append(message[:200].decode(errors="replace"))
+        elif kind == "session.updated" and not self.updated.done():
+            session = event.get("session")
+            if isinstance(session, dict) and session.get("instructions") == self.trace.tag:
+                self.updated.set_result(None)
 
 
 class RealtimeClient(Client):
@@ -743,7 +749,7 @@ class RealtimeClient(Client):
     async def open(self) -> None:
         target = self._url if self._direct else self._url.replace("http", "ws", 1) + "/v1/realtime"
         trace = self.trace
-        self._transport, _ = await ws_connect(
+        self._transport, listener = await ws_connect(
             lambda: _RealtimeListener(trace),
             f"{target}?model=bench",
             extra_headers={"Authorization": f"Bearer {self._token}"},
@@ -755,6 +761,10 @@ class RealtimeClient(Client):
             "session": {"type": "realtime", "instructions": self.trace.tag},
         }
         self._transport.send(_TEXT, orjson.dumps(update))
+        # Open once the session has the client's settings, as an SDK client that
+        # configures its session first: the audio measured is the steady state, not
+        # the relay still connecting its upstream links.
+        await asyncio.wait_for(listener.updated, 60)
 
     def write(self, data: bytes) -> None:
         assert self._transport is not None
