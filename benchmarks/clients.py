@@ -307,6 +307,38 @@ async def http_request(
     return status, content
 
 
+class KeptAlive:
+    """Requests one after another on one HTTP/1.1 connection, as URLSession, OkHttp
+    and httpx send them: the control calls of a conversation (commit, end)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self._host, self._port = _host_port(url)
+        self._token = token
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def open(self) -> None:
+        self._streams = await asyncio.open_connection(self._host, self._port)
+
+    async def request(self, method: str, path: str) -> tuple[int, bytes]:
+        if self._streams is None:
+            await self.open()
+        assert self._streams is not None
+        reader, writer = self._streams
+        host = f"{self._host}:{self._port}"
+        writer.write(_head(method, path, host, self._token, "Content-Length: 0\r\n"))
+        head = await reader.readuntil(b"\r\n\r\n")
+        status, headers = _parse_head(head[:-4])
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
 class _EventStream(asyncio.Protocol):
     """``GET /realtime/stream``: an HTTP/1.1 response whose chunked body is a
     Server-Sent Events stream. Only what the benchmark needs is decoded: the
@@ -463,7 +495,8 @@ class _Upload(asyncio.Protocol):
 
 class HttpClient(Client):
     """HTTP streaming: the session and its answers on ``GET /realtime/stream``
-    (SSE), the speech on one long chunked ``POST /realtime/upload``.
+    (SSE), the speech on one long chunked ``POST /realtime/upload``, the commit
+    and the end on a third connection, kept alive.
 
     With several nodes each part may go to another node: ``create_url`` starts
     the session there first (``POST /realtime/session``, so that node holds it)
@@ -489,6 +522,7 @@ class HttpClient(Client):
         self._upload_at = _host_port(self._url)
         self._stream: _EventStream | None = None
         self._upload: _Upload | None = None
+        self._control_connection = KeptAlive(self._url, token)
         self.write: Callable[[bytes], None] = self._not_open
 
     def _not_open(self, data: bytes) -> None:
@@ -531,6 +565,7 @@ class HttpClient(Client):
         extra = "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n"
         upload_transport.write(_head("POST", target, f"{host}:{port}", self._token, extra))
         self.write = upload_transport.write  # type: ignore[assignment]
+        await self._control_connection.open()
 
     async def send(self, pcm: bytes) -> None:
         self.write(b"%x\r\n%b\r\n" % (len(pcm), pcm))
@@ -541,7 +576,7 @@ class HttpClient(Client):
 
     async def _control(self, path: str) -> None:
         target = path + "?" + urlencode({"conversationId": self.conversation})
-        status, body = await http_request(self._url, "POST", target, self._token)
+        status, body = await self._control_connection.request("POST", target)
         if status != 200:
             self.trace.errors.append(f"{path}: HTTP {status} {body[:200]!r}")
 
@@ -558,6 +593,7 @@ class HttpClient(Client):
                 upload.transport.close()
         if self.conversation:
             await self._control("/realtime/end")
+        self._control_connection.close()
         if self._stream is not None and self._stream.transport is not None:
             self._stream.transport.close()
 
