@@ -816,24 +816,64 @@ def _urls(processes: Processes, kind: str) -> str | list[str]:
     return processes.node_urls[:2] if kind in CROSS_NODE_KINDS else processes.url
 
 
+# Sessions of the unmeasured run before each path's first N, for the memory figure.
+WARM_UP_SESSIONS = 10
+
+
+@dataclass
+class MemoryReference:
+    """A path's server resident memory with ``sessions`` streaming, at the last steady
+    window: what the next N's growth is measured from."""
+
+    sessions: int
+    rss: int
+
+
+def memory_reference(
+    processes: Processes, kind: str, references: dict[str, MemoryReference], n: int
+) -> MemoryReference:
+    """The reference for ``kind``: its last steady window, or else an unmeasured run
+    of ``WARM_UP_SESSIONS`` (at most half of ``n``), so that what a server allocates
+    once, at its first conversations, is not counted as every session's."""
+    if kind not in references:
+        count = min(WARM_UP_SESSIONS, n // 2)
+        if count == 0:
+            return MemoryReference(0, processes.rss_bytes(processes.watch(kind)["server"]))
+        tags = [f"warm:{secrets.token_hex(3)}:{kind}:{i}" for i in range(count)]
+        urls = _urls(processes, kind)
+        run = run_clients(kind, urls, processes.token, tags, 2.0, watch=processes.watch(kind))
+        references[kind] = MemoryReference(count, run.server_rss)
+    return references[kind]
+
+
 def measure(
-    processes: Processes, transport: str, n: int, seconds: float, cross: str = "both"
+    processes: Processes,
+    transport: str,
+    n: int,
+    seconds: float,
+    cross: str = "both",
+    memory: dict[str, MemoryReference] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per path (``paths``): the transport on one node, its two-node
     path with two nodes, the node floor beside ws; all against the same direct
-    baseline."""
+    baseline. ``memory``: each path's last steady memory, updated here (the
+    sweep's Ns in rising order)."""
     run_id = secrets.token_hex(3)
     kinds = paths(processes, transport, cross)
     holders = processes.holders if processes.redis_url else None
     relays: dict[str, tuple[Run, float]] = {}
-    # The server's resident memory growth per session, all of them streaming.
-    streaming_rss: dict[str, int] = {}
+    memory = {} if memory is None else memory
+    # The server's resident memory per session streaming: its growth from the last
+    # steady window of fewer sessions, over the sessions added. A server keeps what
+    # it allocated for the sessions before, so growth from the memory before the
+    # run would count only those beyond the last run's peak.
+    streaming_rss: dict[str, int | None] = {}
     pings: dict[str, dict[str, float]] = {}
     for kind in kinds:
+        reference = memory_reference(processes, kind, memory, n)
         tags = [f"bench:{run_id}:{kind}:{i}" for i in range(n)]
         watch = processes.watch(kind)
         cpu_before = processes.cpu_seconds(kind)
-        rss_before = processes.rss_bytes(watch["server"])
         with contextlib.ExitStack() as stack:
             redis = None
             if processes.redis_url is not None:
@@ -848,7 +888,10 @@ def measure(
                 holders=holders,
             )
         relays[kind] = run, processes.cpu_seconds(kind) - cpu_before
-        streaming_rss[kind] = (run.server_rss - rss_before) // n
+        added = n - reference.sessions
+        streaming_rss[kind] = (run.server_rss - reference.rss) // added if added > 0 else None
+        if added > 0:
+            memory[kind] = MemoryReference(n, run.server_rss)
         if redis is not None:
             pings[kind] = redis.summary()
     direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
@@ -1034,6 +1077,10 @@ def floor_ratios(rows: list[dict[str, Any]], measured: list[dict[str, Any]]) -> 
         row["vs_node_floor"] = round(own / us, 2) if us else None
 
 
+def _kib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1024:.0f}"
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         f"{'transport':15} {'N':>4} {'deliv':>6} | {'up p50/p99/max added ms':>26} | "
@@ -1053,7 +1100,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{steady['server_us_per_chunk']:>8.1f} "
             f"{'-' if ratio is None else f'{ratio:.2f}x':>8} | "
             f"{harness['upstream_us_per_chunk']:>7.1f} {harness['clients_us_per_chunk']:>8.1f} | "
-            f"{r['streaming_memory_bytes_per_session'] / 1024:>8.0f}"
+            f"{_kib(r['streaming_memory_bytes_per_session']):>8}"
         )
     return "\n".join(lines)
 
@@ -1189,7 +1236,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be more than 0")
     global CLIENT_PROCESSES
     CLIENT_PROCESSES = args.client_processes
-    counts = [int(n) for n in args.sessions.split(",")]
+    # Rising: each N's memory figure is its growth from the one before.
+    counts = sorted({int(n) for n in args.sessions.split(",")})
     transports = args.transports.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     hops: list[dict[str, Any]] = []
@@ -1216,6 +1264,7 @@ def main(argv: list[str] | None = None) -> int:
                 node_floor = start_node_floor(processes)
             memory = measure_idle_memory(processes, args.idle) if args.idle else None
             results: list[dict[str, Any]] = []
+            memory_references: dict[str, MemoryReference] = {}
             commits = {}
             bursts = {}
             # The floor rides with ws (same direct baseline); without ws, on its own.
@@ -1229,7 +1278,9 @@ def main(argv: list[str] | None = None) -> int:
                         processes, kind, args.commit_sessions, together=True
                     )
                 for n in counts:
-                    rows = measure(processes, transport, n, args.seconds, args.cross)
+                    rows = measure(
+                        processes, transport, n, args.seconds, args.cross, memory_references
+                    )
                     results.extend(rows)
                     floor_ratios(rows, results)
                     for line in table(rows).splitlines()[1:]:

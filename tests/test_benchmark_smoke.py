@@ -45,6 +45,8 @@ def test_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     for row in report["results"]:
         assert row["delivered"] == 1.0, row
         assert row["errors"] == 0
+        # Growth from an unmeasured run of one session (half of N) to N streaming.
+        assert isinstance(row["streaming_memory_bytes_per_session"], int), row
         for direction in ("upstream", "downstream"):
             assert row[direction]["relay"]["count"] > 0
             assert row[direction]["direct"]["count"] > 0
