@@ -14,9 +14,11 @@ that keeps the added p99 under 50 ms. Writes a table, JSON and a PNG plot.
 
 With ``--nodes 2`` it starts two nodes, A and B, sharing Redis and one database
 (PostgreSQL when it answers, else SQLite), and measures each N twice through the
-relay in the same run: on node A alone, and across the nodes with the session
-held by A and the client's requests on B (``--cross``: both directions cross,
-or only the audio, or only the answers). The cross-node hop is the difference.
+relay in the same run: each session on one node (half of them on A, half on B,
+so that both paths have the same processes and load), and across the nodes with
+the session held by A and the client's requests on B (``--cross``: both
+directions cross, or only the audio, or only the answers). The cross-node hop is
+the difference.
 
 Unless ``--no-node-floor``, it also starts the node floor (``floor.py``: a
 verbatim WebSocket relay on Node's ``ws`` package) in front of the same upstream
@@ -567,12 +569,15 @@ async def _run_clients(
 
     audio = speech()
     clients: list[Any]
-    if isinstance(url, list):  # nodes A and B
+    if kind in CROSS_NODE:  # nodes A and B
         clients = [CROSS_NODE[kind](url[0], url[1], token, tag) for tag in tags]
     elif kind == "direct":
+        assert isinstance(url, str)
         clients = [RealtimeClient(url, "bench-upstream-key", tag, direct=True) for tag in tags]
     else:
-        clients = [CLIENTS[kind](url, token, tag) for tag in tags]
+        # Several nodes: each session on one of them, in turn.
+        urls = [url] if isinstance(url, str) else url
+        clients = [CLIENTS[kind](urls[i % len(urls)], token, tag) for i, tag in enumerate(tags)]
     chunks = Speech(audio, int(seconds * 50))
     for encoding in {c.ENCODING for c in clients}:
         chunks.encoded(encoding)  # before the clock starts
@@ -788,6 +793,14 @@ CROSSES = {
     "socketio-cross": ["upstream", "downstream"],
 }
 CROSS_NODE_KINDS = set(ROUTES)
+
+
+def one_node_route(processes: Processes) -> str:
+    if len(processes.nodes) > 1:
+        return "each session on one node, half on A and half on B: every request there"
+    return "one node: every request"
+
+
 FLOOR_ROUTE = "the node floor (benchmarks/node_floor): every frame forwarded verbatim"
 
 
@@ -810,10 +823,16 @@ def paths(processes: Processes, transport: str, cross: str) -> list[str]:
 
 
 def _urls(processes: Processes, kind: str) -> str | list[str]:
+    """Where a path's clients go: the floor; nodes A and B for a two-node path (the
+    session on A, requests on B); and for a one-node path with two nodes, each
+    session's every request to one node, half of the sessions on each: the same
+    processes and load as the two-node path, nothing crossing."""
     if kind == floor.NAME:
         assert processes.floor is not None
         return processes.floor.url
-    return processes.node_urls[:2] if kind in CROSS_NODE_KINDS else processes.url
+    if len(processes.node_urls) > 1:
+        return processes.node_urls[:2]
+    return processes.url
 
 
 # Sessions of the unmeasured run before each path's first N, for the memory figure.
@@ -943,7 +962,7 @@ def measure(
             "nodes": 2 if kind in CROSS_NODE_KINDS else 1,
             "route": FLOOR_ROUTE
             if kind == floor.NAME
-            else ROUTES.get(kind, "one node (A): every request"),
+            else ROUTES.get(kind, one_node_route(processes)),
             "sessions": n,
             "seconds": seconds,
             "delivered": round(delivered, 4),
@@ -1286,7 +1305,13 @@ def main(argv: list[str] | None = None) -> int:
                     for line in table(rows).splitlines()[1:]:
                         print(line, flush=True)
                     for row in rows:
-                        if "held_by" in row and row["held_by"].get("A", 0) != n:
+                        held = row.get("held_by", {})
+                        expected = (
+                            held.get("A", 0) == n
+                            if row["transport"] in CROSS_NODE_KINDS
+                            else set(held) <= {"A", "B"}
+                        )
+                        if held and not expected:
                             print(f"  {row['transport']}: held by {row['held_by']}", flush=True)
                     if len(rows) > 1 and rows[1]["transport"] in CROSS_NODE_KINDS:
                         hops.append(hop(rows[0], rows[1]))

@@ -106,7 +106,9 @@ def test_benchmark_two_nodes_reports_the_cross_node_hop(tmp_path: Path) -> None:
     for row in rows.values():
         assert row["delivered"] == 1.0, row
         assert row["errors"] == 0
-        assert row["held_by"] == {"A": 2}, "node A holds every session"
+    assert rows["http-cross"]["held_by"] == {"A": 2}, "node A holds every crossing session"
+    # The one-node path: each session wholly on one node, the same two nodes in turn.
+    assert rows["http"]["held_by"] == {"A": 1, "B": 1}
     assert rows["http"]["nodes"] == 1 and rows["http-cross"]["nodes"] == 2
     (hop,) = report["cross_node_hop_ms"]
     assert hop["crosses"] == ["upstream", "downstream"]
