@@ -72,7 +72,7 @@ class Cluster:
         self._watching: asyncio.Task[None] | None = None
         self._joined = False
         self._tasks: set[asyncio.Task[None]] = set()
-        registry.on_started.append(self._opened)
+        registry.before_announcing.append(self._hold)
         registry.on_ended.append(self._ended)
 
     async def join(self) -> None:
@@ -176,8 +176,16 @@ class Cluster:
 
     # -- leases ---
 
-    def _opened(self, session: Session) -> None:
-        self._spawn(self.leases.hold(session.id))
+    async def _hold(self, session: Session) -> None:
+        """Hold a new session's id before its client hears of it: a client told of the
+        session may ask another node for it at once (a Socket.IO client joining it
+        there), and that node finds it by this lease."""
+        try:
+            await self.leases.hold(session.id)
+        except RedisError as error:
+            # Held all the same: the renewal writes it once Redis answers again.
+            self.leases.held.add(session.id)
+            log.warning("holding session %s in Redis failed: %s", session.id, error)
 
     def _ended(self, session: Session) -> None:
         async def release() -> None:

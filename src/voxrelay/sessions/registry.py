@@ -88,6 +88,9 @@ class Registry:
         # Called with each session once it has opened, and once it has ended.
         self.on_started: list[Callable[[Session], None]] = []
         self.on_ended: list[Callable[[Session], None]] = []
+        # Awaited with each new session before ``start`` returns it: what must be
+        # true before anybody is told of it (another node finding it by its id).
+        self.before_announcing: list[Callable[[Session], Awaitable[None]]] = []
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
@@ -120,6 +123,8 @@ class Registry:
                     raise
                 self._device_of[session.id] = request.device
                 await self._quotas.check_started(session)
+                for announcing in self.before_announcing:
+                    await announcing(session)
                 return session, True
         finally:
             if not lock.locked():
