@@ -85,8 +85,7 @@ class Registry:
         self.calls: dict[str, OwnerCall] = {}
         # Whether this process's message writes land (``/readyz``).
         self.write_health = WriteHealth()
-        # Called with each session once it has opened, and once it has ended.
-        self.on_started: list[Callable[[Session], None]] = []
+        # Called with each session once it has ended.
         self.on_ended: list[Callable[[Session], None]] = []
         # Awaited with each new session before ``start`` returns it: what must be
         # true before anybody is told of it (another node finding it by its id).
@@ -232,8 +231,6 @@ class Registry:
         self._sessions[session.id] = session
         self._by_conversation[conversation_id] = session
         session.start()
-        for hook in self.on_started:
-            hook(session)
         metrics.SESSIONS_STARTED.inc()
         metrics.ACTIVE_SESSIONS.inc()
         log.info(
