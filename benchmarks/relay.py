@@ -908,9 +908,11 @@ def measure(
             )
         relays[kind] = run, processes.cpu_seconds(kind) - cpu_before
         added = n - reference.sessions
-        streaming_rss[kind] = (run.server_rss - reference.rss) // added if added > 0 else None
         if added > 0:
+            streaming_rss[kind] = (run.server_rss - reference.rss) // added
             memory[kind] = MemoryReference(n, run.server_rss)
+        else:
+            streaming_rss[kind] = None
         if redis is not None:
             pings[kind] = redis.summary()
     direct_tags = [f"bench:{run_id}:direct:{i}" for i in range(n)]
