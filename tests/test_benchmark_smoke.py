@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -139,8 +141,10 @@ def test_socketio_layer_benchmark_runs_and_reports_both_transports(tmp_path: Pat
     assert set(figures) == {"engineio", "fast", "bare"}
     for variant in figures.values():
         assert len(variant["rounds"]) == 2 and variant["median"] > 0
-    assert report["ratio_engineio_to_fast"] == round(
-        figures["engineio"]["median"] / figures["fast"]["median"], 2
+    # The report rounds the medians it shows, and the ratio comes from the unrounded
+    # ones: the ratio of the shown medians may differ in its last digit.
+    assert report["ratio_engineio_to_fast"] == pytest.approx(
+        figures["engineio"]["median"] / figures["fast"]["median"], abs=0.011
     )
 
 
