@@ -300,6 +300,29 @@ async def test_a_stream_resumes_with_last_event_id_on_the_other_node(two: Nodes)
         await resumed.close()
 
 
+async def test_a_commit_on_the_owner_comes_after_an_upload_through_the_other_node(
+    two: Nodes,
+) -> None:
+    # The upload's answer means the owner has the audio: the commit that follows at
+    # once, straight to the owner, cannot overtake audio still on its way from B.
+    speech, rate = read_pcm("goforward.raw")
+    # A second of speech a turn: fifteen of them stay within the upload burst allowed.
+    second = speech[: 2 * rate]
+    async with (
+        VoxrelayClient(two[0].url, two.token) as a,
+        VoxrelayClient(two[1].url, two.token) as b,
+    ):
+        session = await a.create_session(turnDetection="manual", inputSampleRate=rate)
+        cid = session["conversationId"]
+        for _ in range(15):
+            await b.upload(cid, second)
+            await a.commit(cid)
+        await a.end(cid)
+    messages = await _messages(two[0].url, two.token, cid, 30)
+    heard = [text for role, text in messages if role == "user"]
+    assert heard == ["(1.00 seconds of audio)"] * 15
+
+
 async def test_a_retried_seq_is_recognised_on_the_other_node(two: Nodes) -> None:
     async with (
         VoxrelayClient(two[0].url, two.token) as a,

@@ -174,6 +174,10 @@ class RemoteSession:
             header["at"] = received_at
         self._link.post(self.owner, header, pcm)
 
+    async def audio_received(self) -> None:
+        # Audio is posted without answers; a request in the same order answers after it.
+        await self._ask({"op": "received"})
+
     async def commit(self) -> None:
         await self._ask({"op": "commit"})
 

@@ -51,6 +51,7 @@ async def _raw(session: Session, header: Header, payload: bytes) -> None:
 # commit that ends its turn).
 _IN_ORDER: dict[str, _Apply] = {
     "audio": _audio,
+    "received": lambda session, _, __: session.audio_received(),
     "commit": lambda session, _, __: session.commit(),
     "text": lambda session, header, _: session.send_text(str(header["text"]), header.get("itemId")),
     "interrupt": _interrupt,

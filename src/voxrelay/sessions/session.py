@@ -7,10 +7,9 @@ the order they come, under the session's one ordering lock; every way a session
 ends (client, idle, shutdown, upstream failure) goes through ``end(reason)``,
 which flushes the stored transcript and writes ``conversation_ended`` last.
 
-The audio path has no hop of its own: a transport's call applies its chunk
-(resample, hand to the provider) in the transport's own task when nothing is
-ahead of it, and the provider's events are handled in the callback that
-delivers them, so a chunk costs no task switch inside the session either way.
+The audio path has no hop of its own: a chunk is resampled and handed to the
+provider in the transport's own task when nothing is ahead of it, and the provider's
+events are handled in the callback that delivers them (no task switch either way).
 What is sent raw (``send_raw``, over an OpenAI-protocol ``RawProvider``) keeps its
 order beside every other request; function calls are ``sessions.tools``' to answer.
 """
@@ -92,8 +91,7 @@ class Session:
         self._listeners = Listeners()
         self._provider = provider
         self._raw_provider = provider if isinstance(provider, RawProvider) else None
-        # User text items already stored by ``add_user_text``.
-        self._recorded_texts: set[str] = set()
+        self._recorded_texts: set[str] = set()  # user text items ``add_user_text`` stored
         self._store = store
         self._items = Items(next_position)
         self._resamplers: dict[int, StreamResampler] = {}
@@ -154,8 +152,7 @@ class Session:
         return self.active and self.listeners <= 1 and self.log.last_id <= 1
 
     async def _end(self, reason: EndReason) -> None:
-        # From here on requests are refused and model events dropped.
-        self.status = "ended"
+        self.status = "ended"  # from here on requests are refused, model events dropped
         self.end_reason = reason
         with contextlib.suppress(Exception):
             await self._provider.close()
@@ -228,6 +225,9 @@ class Session:
                         metrics.UPSTREAM_LATENCY[transport].observe(time.monotonic() - received_at)
             except Exception as error:
                 self._upstream_refused("audio", error)
+
+    async def audio_received(self) -> None:
+        """Nothing to wait for: ``send_audio`` returns once the audio is taken."""
 
     async def commit(self) -> None:
         async with self._applying():

@@ -152,6 +152,10 @@ async def upload(
                 audio_in.inc(len(chunk))
                 await session.send_audio(chunk, rate, transport="upload", received_at=received_at)
                 forwarded += len(chunk)
+            if forwarded:
+                # The answer comes after the audio is in the session: a commit sent next,
+                # to whichever node, cannot overtake it.
+                await session.audio_received()
     except asyncio.CancelledError:
         if not revoked or handler is None:
             raise
