@@ -150,9 +150,10 @@ async def test_real_speech_is_heard_and_answered_with_speech() -> None:
     assert [e.item_id for e in got.of(InputCommitted)] == [item_id]
     heard = [e for e in got.of(TranscriptDone) if e.role == "user"]
     assert [(e.item_id, e.text) for e in heard] == [(item_id, "go forward ten meters")]
-    # Partial hypotheses while they still spoke.
+    # Partial hypotheses before the final one. (Not necessarily before the end of speech:
+    # on a loaded machine recognition runs behind the speaker by more than the silence.)
     partial = [e for e in got.of(TranscriptDelta) if e.role == "user"]
-    assert partial and got.events.index(partial[0]) < got.events.index(stopped[0])
+    assert partial and got.events.index(partial[0]) < got.events.index(heard[0])
     assert "".join(e.delta for e in partial).split()[0] == "go"
     response = got.of(ResponseStarted)[0]
     assert done.response_id == response.response_id and done.status == "completed"

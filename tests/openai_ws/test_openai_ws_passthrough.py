@@ -180,6 +180,10 @@ async def test_resuming_a_conversation_sends_its_history_upstream(
         await again.until("conversation.created")
         assert conversation_id(again) == cid
         latest = fake.connections[-1].index
+        # The relay writes the history before it answers; the fake reads it on its own time.
+        await wait_until(
+            lambda: len(fake.client_events("conversation.item.create", conn=latest)) >= 2
+        )
         history = [e["item"] for e in fake.client_events("conversation.item.create", conn=latest)]
         assistant_kind = "text" if upstream_dialect == "beta" else "output_text"
         assert [(i["role"], i["content"][0]["type"], i["content"][0]["text"]) for i in history] == [
