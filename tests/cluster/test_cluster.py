@@ -323,6 +323,29 @@ async def test_a_commit_on_the_owner_comes_after_an_upload_through_the_other_nod
     assert heard == ["(1.00 seconds of audio)"] * 15
 
 
+async def test_audio_too_fast_through_the_other_node_is_refused_as_on_the_owner(
+    two: Nodes,
+) -> None:
+    # Far past the burst a session allows: refused on the node holding it, and the same
+    # through the other one; the session goes on, on both.
+    too_much = silence(25_000, 16000)
+    async with (
+        VoxrelayClient(two[0].url, two.token) as a,
+        VoxrelayClient(two[1].url, two.token) as b,
+    ):
+        for first, other in ((a, b), (b, a)):
+            session = await first.create_session(inputSampleRate=16000)
+            cid = session["conversationId"]
+            refused = []
+            for client in (first, other):
+                with pytest.raises(ApiError) as error:
+                    await client.upload(cid, too_much)
+                refused.append((error.value.status, error.value.code))
+            assert refused == [(429, "audio_too_fast")] * 2
+            assert (await other.get_session(session["id"]))["status"] == "active"
+            await other.end(cid)
+
+
 async def test_a_retried_seq_is_recognised_on_the_other_node(two: Nodes) -> None:
     async with (
         VoxrelayClient(two[0].url, two.token) as a,

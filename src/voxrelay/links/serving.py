@@ -15,13 +15,14 @@ import orjson
 
 from voxrelay import metrics
 from voxrelay.eventlog import Cursor, Event
-from voxrelay.exceptions import InvalidRequest, SessionEnded, VoxrelayError
+from voxrelay.exceptions import AudioTooFast, InvalidRequest, SessionEnded, VoxrelayError
 from voxrelay.links.channel import Header, Send, error_header, pack_events
 from voxrelay.links.remote import describe
 from voxrelay.sessions import Registry, Session, StartRequest
 
 log = logging.getLogger(__name__)
 
+_REFUSALS_KEPT = 256
 _Apply = Callable[[Session, Header, bytes], Awaitable[Any]]
 
 
@@ -85,6 +86,9 @@ class Served:
         # Raw-event follows and holds, by stream: closed when unfollowed or lost.
         self._subscriptions: dict[int, contextlib.ExitStack] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The first refusal of posted audio (too fast) by session, since it last asked
+        # ``received``: an upload through another process answers it as the owner would.
+        self._refused: dict[str, VoxrelayError] = {}
         self._answers: dict[str, Callable[[Header], Awaitable[Header]]] = {
             "find": self._find,
             "start": self._start,
@@ -167,6 +171,10 @@ class Served:
             try:
                 if session is None:
                     raise SessionEnded()
+                if header["op"] == "received":
+                    refused = self._refused.pop(session.id, None)
+                    if refused is not None:
+                        raise refused
                 result = await _IN_ORDER[header["op"]](session, header, payload)
                 if "id" in header:
                     self._send({"op": "reply", "id": header["id"], "result": result})
@@ -174,6 +182,11 @@ class Served:
                 if "id" in header:
                     reply = {"op": "reply", "id": header["id"], "error": self._reported(error)}
                     self._send(reply)
+                elif isinstance(error, AudioTooFast):
+                    self._refused.setdefault(str(header["session"]), error)
+                    # Sessions whose senders never ask (a WebSocket's) must not pile up.
+                    if len(self._refused) > _REFUSALS_KEPT:
+                        del self._refused[next(iter(self._refused))]
                 elif not isinstance(error, SessionEnded):
                     log.warning("audio from another process was not taken: %s", error)
 
