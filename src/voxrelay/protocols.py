@@ -28,9 +28,13 @@ from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
-from websockets.http11 import Response
+from websockets.exceptions import InvalidState
+from websockets.http11 import Request, Response
 
 from voxrelay.errors import code_for, error_body
+
+# The scope extension under which an accepted WebSocket offers ``send_text_now``.
+SEND_TEXT_NOW = "voxrelay.websocket.send_text_now"
 
 
 def _json_error(status: int, message: str) -> bytes:
@@ -121,7 +125,8 @@ def http_protocol(
 
 
 class JsonRefusalsWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol whose refused handshakes answer JSON."""
+    """uvicorn's WebSocket protocol whose refused handshakes answer JSON, and which
+    offers the application a synchronous text send (scope extension ``SEND_TEXT_NOW``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -143,6 +148,32 @@ class JsonRefusalsWebSocketProtocol(WebSocketsSansIOProtocol):
         # Every refusal of the library's (a bad handshake) and uvicorn's (403, 500)
         # is made here.
         self.conn.reject = reject  # type: ignore[method-assign]
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # else the handshake was refused
+            scope["extensions"][SEND_TEXT_NOW] = self.send_text_now
+
+    def send_text_now(self, text: str) -> bool:
+        """Write a text frame now, as ``send`` of ``websocket.send`` does but without a
+        coroutine: a server sending a frame per 20 ms of audio saves a task step per frame.
+        False when the socket cannot take it at once (writing paused, not open yet,
+        closing): the caller then sends it the usual way, which waits or raises."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+        ):
+            return False
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)

@@ -11,7 +11,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from voxrelay.exceptions import (
 from voxrelay.openai_realtime.errors import error_event
 from voxrelay.openai_realtime.protocol import CLIENT_EVENTS, SAMPLE_RATE, Dialect
 from voxrelay.openai_realtime.translation import server_event
+from voxrelay.protocols import SEND_TEXT_NOW
 from voxrelay.providers.base import SessionOptions
 from voxrelay.sessions import Directory, LiveSession, Reads
 from voxrelay.transports.openai_ws.close_codes import (
@@ -72,6 +73,12 @@ class Connection:
         # frame is written, the relay latency is measured from it.
         self.outbox: asyncio.Queue[str | _Close | float] = asyncio.Queue()
         self._marks = 0  # floats in the outbox
+        # The server's synchronous send (``protocols.SEND_TEXT_NOW``), used while the
+        # sender waits on an empty outbox: then a frame written at once keeps the order.
+        self._send_now: Callable[[str], bool] | None = websocket.scope.get("extensions", {}).get(
+            SEND_TEXT_NOW
+        )
+        self._sender_idle = False
         # When the client event being handled arrived (the relay latency of its audio).
         self.received_at = 0.0
         self.closing = False
@@ -100,6 +107,13 @@ class Connection:
         """Queue a server event already encoded (with its ``event_id``)."""
         if self.closing:
             return
+        if (
+            self._sender_idle
+            and self._send_now is not None
+            and self.outbox.empty()
+            and self._send_now(text)
+        ):
+            return
         self.outbox.put_nowait(text)
         if self.outbox.qsize() - self._marks > _OUTBOX_LIMIT:
             log.warning("OpenAI-compatible client too slow; closing")
@@ -108,9 +122,13 @@ class Connection:
     def written(self, at: float) -> None:
         """Measure the downstream relay latency of the audio frame just queued, from
         ``at`` (``time.monotonic()``) until it is written."""
-        if not self.closing:
-            self._marks += 1
-            self.outbox.put_nowait(at)
+        if self.closing:
+            return
+        if self._sender_idle and self.outbox.empty():  # it was written at once
+            metrics.DOWNSTREAM_LATENCY["websocket"].observe(time.monotonic() - at)
+            return
+        self._marks += 1
+        self.outbox.put_nowait(at)
 
     def send_ga(self, event: dict[str, Any]) -> None:
         """Queue a server event written in GA form, in the client's dialect."""
@@ -166,8 +184,16 @@ class Connection:
             await self._send_loop()
 
     async def _send_loop(self) -> None:
+        try:
+            await self._send_all()
+        finally:
+            self._sender_idle = False
+
+    async def _send_all(self) -> None:
         while True:
+            self._sender_idle = self.outbox.empty()
             item = await self.outbox.get()
+            self._sender_idle = False
             if isinstance(item, float):
                 self._marks -= 1
                 metrics.DOWNSTREAM_LATENCY["websocket"].observe(time.monotonic() - item)
