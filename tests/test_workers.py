@@ -25,6 +25,8 @@ from harness import EventReader, read_pcm, silence, stored_messages
 from openai_ws.realtime_ws_client import connect, conversation_id, text_item
 
 from voxrelay.client import VoxrelayClient
+from voxrelay.client._events import Options
+from voxrelay.client._socketio import SocketIOConversation
 from voxrelay.store import Store
 from voxrelay.workers.handoff import route_key
 from voxrelay.workers.ownership import Ownership
@@ -285,6 +287,25 @@ async def test_socketio_sockets_join_sessions_of_either_worker(cluster: Cluster)
     for cid, _ in results:
         messages = await stored_messages(cluster, cluster.token, cid, 2)  # type: ignore[arg-type]
         assert [role for role, _ in messages] == ["user", "assistant"]
+
+
+async def test_the_client_package_opens_its_socket_in_the_worker_of_its_session(
+    cluster: Cluster,
+) -> None:
+    # Else half of its sockets would relay every chunk through the other worker.
+    opened = await _on_both_workers(
+        cluster,
+        8,
+        lambda: SocketIOConversation.open(cluster.url, cluster.token, Options()),
+        lambda conversation: conversation.conversation_id,
+    )
+    try:
+        for conversation in opened:
+            assert cluster.owner(conversation.socket_id) == cluster.owner(conversation.session_id)
+    finally:
+        for conversation in opened:
+            await conversation.end()
+            await conversation.aclose()
 
 
 async def test_a_conversation_resumes_over_the_compatible_websocket_at_its_owner(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import socketio
 from socketio.exceptions import SocketIOError
@@ -37,8 +38,10 @@ class SocketIOConversation:
         lost: asyncio.Event,
     ) -> None:
         self._sio = sio
+        self.socket_id: str = sio.eio.sid  # the Engine.IO socket's, which its worker owns
         self._queue = queue
         self._lost = lost
+        self.session_id: str = session["id"]
         self.conversation_id: str = session["conversationId"]
         self.input_rate: int = session["inputSampleRate"]
         self.output_rate: int = session["outputSampleRate"]
@@ -66,8 +69,13 @@ class SocketIOConversation:
             queue.put_nowait(Event(_LOST, {"reason": str(reason)}))
 
         sio.on("disconnect", disconnected, namespace=NAMESPACE)
+        # Naming the session it will join opens the socket in the worker holding it
+        # (the server's connection hand-off), instead of relaying through another.
         await sio.connect(
-            url, auth={"token": token}, namespaces=[NAMESPACE], transports=["websocket"]
+            url + "?" + urlencode({"sessionId": session["id"]}),
+            auth={"token": token},
+            namespaces=[NAMESPACE],
+            transports=["websocket"],
         )
         answer = await sio.call("join-session", {"sessionId": session["id"]}, namespace=NAMESPACE)
         if not answer or not answer.get("ok"):
