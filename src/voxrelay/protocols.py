@@ -33,8 +33,8 @@ from websockets.http11 import Request, Response
 
 from voxrelay.errors import code_for, error_body
 
-# The scope extension under which an accepted WebSocket offers ``send_text_now``.
-SEND_TEXT_NOW = "voxrelay.websocket.send_text_now"
+# The scope extension under which an accepted WebSocket offers ``send_now``.
+SEND_NOW = "voxrelay.websocket.send_now"
 
 
 def _json_error(status: int, message: str) -> bytes:
@@ -126,7 +126,7 @@ def http_protocol(
 
 class JsonRefusalsWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol whose refused handshakes answer JSON, and which
-    offers the application a synchronous text send (scope extension ``SEND_TEXT_NOW``)."""
+    offers the application a synchronous send (scope extension ``SEND_NOW``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -153,13 +153,14 @@ class JsonRefusalsWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # else the handshake was refused
-            scope["extensions"][SEND_TEXT_NOW] = self.send_text_now
+            scope["extensions"][SEND_NOW] = self.send_now
 
-    def send_text_now(self, text: str) -> bool:
-        """Write a text frame now, as ``send`` of ``websocket.send`` does but without a
-        coroutine: a server sending a frame per 20 ms of audio saves a task step per frame.
-        False when the socket cannot take it at once (writing paused, not open yet,
-        closing): the caller then sends it the usual way, which waits or raises."""
+    def send_now(self, data: str | bytes) -> bool:
+        """Write a text frame (a binary one for bytes) now, as ``send`` of ``websocket.send``
+        does but without a coroutine: a server sending a frame per 20 ms of audio saves a
+        task step per frame. False when the socket cannot take it at once (writing paused,
+        not open yet, closing): the caller then sends it the usual way, which waits or
+        raises."""
         if (
             not self.handshake_complete
             or self.close_sent
@@ -169,7 +170,10 @@ class JsonRefusalsWebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             return False
         try:
-            self.conn.send_text(text.encode())
+            if isinstance(data, str):
+                self.conn.send_text(data.encode())
+            else:
+                self.conn.send_binary(data)
         except InvalidState:
             return False
         self.transport.write(b"".join(self.conn.data_to_send()))

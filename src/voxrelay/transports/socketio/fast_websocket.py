@@ -11,7 +11,8 @@ for the Engine.IO versions this was checked against (``CHECKED_VERSIONS``):
   off), which ends the transport after ``ping_interval + ping_timeout`` without a
   frame, as python-engineio's read timeout does;
 - a packet is written to the websocket at once, in the sender's task, when no
-  write is waiting; only when the client's connection is backed up does a task
+  write is waiting (through the server's synchronous send, ``protocols.SEND_NOW``,
+  where it has one); only when the client's connection is backed up does a task
   take over, and packets queue behind it in the socket's queue (the bounded
   outbox, ``outbox``) until it has written them all, in order.
 
@@ -29,13 +30,14 @@ import importlib.metadata
 import inspect
 import logging
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import socketio
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
+from voxrelay.protocols import SEND_NOW
 from voxrelay.transports.socketio.framing import frame_problem
 from voxrelay.transports.socketio.inbound import tell
 
@@ -70,6 +72,8 @@ def install(sio: socketio.AsyncServer, limit: int) -> bool:
                 return result
             self.asgi_receive = environ["asgi.receive"]
             self.asgi_send = environ["asgi.send"]
+            # The server's synchronous send (``protocols.SEND_NOW``), where it offers one.
+            self.send_now = environ["asgi.scope"].get("extensions", {}).get(SEND_NOW)
             await self.asgi_send({"type": "websocket.accept"})
             await _Connection(sio, socket, self, limit).run()
             return ""  # the response was the websocket itself
@@ -150,10 +154,13 @@ class _Writer:
     """A socket's packets to its websocket, in order. Installed as the socket's
     ``send``; keeps python-engineio's checks before each packet."""
 
-    def __init__(self, socket: Any, send: Any) -> None:
+    def __init__(
+        self, socket: Any, send: Any, send_now: Callable[[str | bytes], bool] | None = None
+    ) -> None:
         self._socket = socket
         self._queue: asyncio.Queue[Any] = socket.queue
         self._send = send
+        self._send_now = send_now
         self._task: asyncio.Task[None] | None = None
         self.broken = False
         self.done = False
@@ -188,9 +195,12 @@ class _Writer:
             self._write(pkt)
 
     def _write(self, pkt: eio_packet.Packet) -> None:
-        # Run in this task until the write completes or has to wait: most writes
-        # never wait (the server's buffer takes them).
-        coroutine = self._send(_message(pkt.encode()))
+        data = pkt.encode()
+        # Nothing waits to be written before it: written at once, when the socket takes it.
+        if self._send_now is not None and self._send_now(data):
+            return
+        # Else run in this task until the write completes or has to wait.
+        coroutine = self._send(_message(data))
         try:
             waiting = coroutine.send(None)
         except StopIteration:
@@ -291,7 +301,7 @@ class _Connection:
         try:
             if not await self._open():
                 return
-            writer = _Writer(self._socket, self._ws.asgi_send)
+            writer = _Writer(self._socket, self._ws.asgi_send, self._ws.send_now)
             self._socket.send = writer.send
             writer.flush()  # what was queued before (the open packet, during the upgrade)
             server.logger.info("%s: Upgrade to websocket successful", self._socket.sid)

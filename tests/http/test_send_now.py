@@ -1,4 +1,4 @@
-"""The WebSocket protocol's synchronous text send (``protocols.SEND_TEXT_NOW``): it
+"""The WebSocket protocol's synchronous send (``protocols.SEND_NOW``): it
 writes while the socket takes frames at once, refuses while it does not (before the
 handshake, writing paused by a client that does not read, after the close), and
 frames written through it and through the ASGI ``send`` arrive in the order sent."""
@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 from websockets.asyncio.client import connect
 
-from voxrelay.protocols import SEND_TEXT_NOW, JsonRefusalsWebSocketProtocol
+from voxrelay.protocols import SEND_NOW, JsonRefusalsWebSocketProtocol
 
 FRAMES = 400
 # Random, so that compression does not shrink it: 400 such frames (26 MB) are far
@@ -24,7 +24,8 @@ PADDING = base64.b64encode(os.urandom(49_152)).decode()
 
 
 class Sender:
-    """An ASGI app that sends FRAMES numbered text frames, each at once when it can."""
+    """An ASGI app that sends FRAMES numbered frames, text and binary in turn, each at
+    once when it can."""
 
     def __init__(self) -> None:
         self.before_accept: bool | None = None
@@ -40,17 +41,19 @@ class Sender:
             await send({"type": "lifespan.shutdown.complete"})
             return
         assert scope["type"] == "websocket"
-        send_now: Callable[[str], bool] = scope["extensions"][SEND_TEXT_NOW]
+        send_now: Callable[[str | bytes], bool] = scope["extensions"][SEND_NOW]
         await receive()  # websocket.connect
         self.before_accept = send_now("too early")
         await send({"type": "websocket.accept"})
         for index in range(FRAMES):
             text = f"{index:06d}{PADDING}"
-            if send_now(text):
+            frame: str | bytes = text if index % 2 else text.encode()
+            if send_now(frame):
                 self.now += 1
             else:
                 self.waited += 1
-                await send({"type": "websocket.send", "text": text})
+                key = "text" if isinstance(frame, str) else "bytes"
+                await send({"type": "websocket.send", key: frame})
         await send({"type": "websocket.close", "code": 1000})
         self.after_close = send_now("too late")
         self.done.set()
@@ -79,9 +82,10 @@ async def test_frames_sent_now_and_sent_later_arrive_in_order() -> None:
     async with serving(app) as url, connect(url, max_size=None, max_queue=4) as client:
         # Not reading for a while: the server's buffers fill and its writing pauses.
         await asyncio.sleep(0.5)
-        received = [int(str(message)[:6]) async for message in client]
+        received = [message async for message in client]
     await asyncio.wait_for(app.done.wait(), 10)
-    assert received == list(range(FRAMES))
+    assert [int(message[:6]) for message in received] == list(range(FRAMES))
+    assert [isinstance(message, str) for message in received] == [i % 2 == 1 for i in range(FRAMES)]
     assert app.before_accept is False and app.after_close is False
     # Both ways were taken: at once while the socket took frames, the ASGI send after
     # writing paused.
