@@ -166,3 +166,27 @@ def _check_the_node_floor(
     commits = report["commit_to_first_audio_ms"]["node-floor"]
     assert commits["relay"]["count"] == 2 * commits["turns"]
     assert "vs floor" in stdout
+
+
+def test_websocket_compression_benchmark_reports_its_cost_and_saving() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "websocket_compression.py"),
+            "--seconds",
+            "2",
+            "--repeat",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "100 chunk round trips" in result.stdout
+    line = result.stdout.splitlines()[-1]
+    plain, deflate = (float(part.split(" µs")[0].split()[-1]) for part in line.split(",")[:2])
+    ratio = float(line.split("bytes on the wire ")[1].split()[0])
+    # Compressing costs more than framing alone, and real speech does shrink.
+    assert deflate > plain > 0 and 0 < ratio < 1, line

@@ -64,6 +64,11 @@ class Settings:
     cors_allowed_origins: str = ""
     # The web client at ``/`` (its files under ``/web/``); off: an API-only server.
     web_client: bool = True
+    # WebSocket permessage-deflate, when a client offers it: a conversation's frames
+    # shrink by about a third for some 50 µs of server CPU per 20 ms chunk round trip,
+    # half again what the rest of its relay costs (benchmarks/websocket_compression.py).
+    # Off: the offer is declined, and frames go as they are.
+    websocket_compression: bool = False
     # A connection that has not sent a whole request head (request line and
     # headers) this long after it opened, or after its head began, is closed (0: never).
     header_timeout_seconds: float = 10.0

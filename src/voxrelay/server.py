@@ -147,6 +147,7 @@ def make_server(
         # (protocols.py), and for a worker the hand-off to the owner of a request.
         http=http_protocol(settings.header_timeout_seconds, *handing_off),
         ws=JsonRefusalsWebSocketProtocol,
+        ws_per_message_deflate=settings.websocket_compression,
         # Which worker answered, on every response (for operators, at no cost per chunk).
         headers=[("X-Voxrelay-Worker", str(worker.ownership.index))] if worker else None,
     )
