@@ -4,6 +4,7 @@ lives on one node, and every request for it, on any node, reaches it there."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import socket
@@ -344,6 +345,41 @@ async def test_audio_too_fast_through_the_other_node_is_refused_as_on_the_owner(
             assert refused == [(429, "audio_too_fast")] * 2
             assert (await other.get_session(session["id"]))["status"] == "active"
             await other.end(cid)
+
+
+async def test_audio_too_fast_on_the_other_node_is_an_error_there_on_every_socket(
+    two: Nodes,
+) -> None:
+    # Thirty seconds of audio at once, past the burst a session allows: the client on
+    # B is told, as one on A would be, though its session lives on A.
+    async with VoxrelayClient(two[0].url, two.token) as a:
+        held = await a.create_session(turnDetection="manual", inputSampleRate=16000)
+    sio = socketio.AsyncClient()
+    await sio.connect(two[1].url, namespaces=["/realtime"], auth={"token": two.token})
+    try:
+        joined = await sio.call("join-session", {"sessionId": held["id"]}, namespace="/realtime")
+        assert joined["ok"], joined
+        second = silence(1000, 16000)
+        acks = [await sio.call("audio-chunk", second, namespace="/realtime") for _ in range(30)]
+    finally:
+        await sio.disconnect()
+    refused = [ack["error"]["code"] for ack in acks if not ack["ok"]]
+    assert refused and set(refused) == {"audio_too_fast"}, acks
+    assert acks[0]["ok"], "the first seconds are within the burst"
+
+    async with VoxrelayClient(two[0].url, two.token) as a:
+        cid = (await a.create_session(turnDetection="manual"))["conversationId"]
+    async with connect(two[1], two.token, conversationId=cid) as conversation:  # type: ignore[arg-type]
+        await conversation.until("conversation.created")
+        audio = base64.b64encode(silence(1000, 24000)).decode()
+        for _ in range(30):
+            await conversation.conn.input_audio_buffer.append(audio=audio)
+        error = (await conversation.until("error"))[-1]
+        assert error["error"]["code"] == "audio_too_fast"
+        # The session goes on there.
+        await conversation.conn.conversation.item.create(item=text_item("still here"))
+        await conversation.conn.response.create()
+        await conversation.until("response.done")
 
 
 async def test_a_retried_seq_is_recognised_on_the_other_node(two: Nodes) -> None:

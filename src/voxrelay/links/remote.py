@@ -16,6 +16,7 @@ from voxrelay.links.channel import Header, unpack_events
 from voxrelay.openai_realtime.protocol import RawListener
 from voxrelay.providers.base import TurnDetection
 from voxrelay.sessions.live import EndReason, LiveSession, Reads
+from voxrelay.sessions.pacing import AudioPace
 from voxrelay.spool import Spill
 
 # Where an owner is: a worker's index, or a cluster member's id.
@@ -67,6 +68,7 @@ def describe(session: LiveSession) -> Header:
         "turnDetection": session.turn_detection,
         "lastId": session.log.last_id,
         "opening": session.opening.json.decode(),
+        "pace": list(session.pace.limits),
     }
 
 
@@ -95,6 +97,9 @@ class RemoteSession:
         )
         self.opening = Event(1, "conversation_started", 0.0, description["opening"].encode())
         self.listeners = 0
+        # Audio relayed from here is paced here too: a chunk too fast is refused to
+        # the client that sent it, as the owner refuses it (which paces all of it).
+        self.pace = AudioPace(*description.get("pace", (0.0, 0.0)))
         self._stream: int | None = None
         given = description.get("raw")
         self._raw = RemoteRaw(link, owner, self.id, given) if given else None
@@ -169,6 +174,7 @@ class RemoteSession:
     ) -> None:
         if not self.active:
             raise SessionEnded()
+        self.pace.take(len(pcm), rate or self.input_rate)
         header = {"op": "audio", "session": self.id, "rate": rate or 0, "transport": transport}
         if received_at and self._link.same_clock:
             header["at"] = received_at
@@ -208,6 +214,7 @@ class RemoteSession:
         if received_at:  # an audio append: on its way, like send_audio
             if not self.active:
                 raise SessionEnded()
+            self.pace.take(len(event.get("audio") or "") * 3 // 4, self.input_rate)
             header: Header = {"op": "raw", "session": self.id, "transport": transport}
             if self._link.same_clock:
                 header["at"] = received_at

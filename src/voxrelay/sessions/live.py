@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from voxrelay.eventlog import Event, EventLog
 from voxrelay.exceptions import InvalidRequest, TooLarge
 from voxrelay.providers.base import RawEvents, SessionOptions, TurnDetection
+from voxrelay.sessions.pacing import AudioPace
 from voxrelay.store.ids import storable
 
 EndReason = Literal[
@@ -67,6 +68,8 @@ class LiveSession(Protocol):
     log: EventLog
     # ``conversation_started``: what every listener gets first.
     opening: Event
+    # How fast its clients may send audio (``AudioTooFast`` past it).
+    pace: AudioPace
 
     @property
     def active(self) -> bool: ...

@@ -35,6 +35,12 @@ class AudioPace:
         self._level = burst_seconds
         self._at = clock()
 
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The factor and the burst it was made with: another process's stand-in for
+        the session paces what it relays the same way."""
+        return self._factor, self._burst
+
     def take(self, byte_count: int, rate: int) -> None:
         """Count ``byte_count`` bytes of PCM16 at ``rate`` Hz, or refuse them with
         ``AudioTooFast`` (they are then not counted)."""

@@ -107,7 +107,7 @@ class Session:
         self._ended = asyncio.Event()
         self._ending: asyncio.Task[None] | None = None
         self._max_text_chars = max_text_chars
-        self._pace = pace  # how fast its clients may send audio
+        self.pace = pace  # how fast its clients may send audio
         self._opened_at = time.monotonic()
         # Every listener gets it first, however long ago the log dropped it.
         self.opening = self.log.append(
@@ -209,7 +209,7 @@ class Session:
         if not self.active:
             raise SessionEnded()
         rate = rate or self.input_rate
-        self._pace.take(len(pcm), rate)
+        self.pace.take(len(pcm), rate)
         async with self._order:
             if not self.active:
                 raise SessionEnded()
@@ -277,7 +277,7 @@ class Session:
             # An audio append: the hot path, kept as flat as ``send_audio``.
             if not self.active:
                 raise SessionEnded()
-            self._pace.take(len(event.get("audio") or "") * 3 // 4, self.input_rate)
+            self.pace.take(len(event.get("audio") or "") * 3 // 4, self.input_rate)
             async with self._order:
                 if not self.active:
                     raise SessionEnded()
