@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,21 @@ from voxrelay.workers.link import Peers
 from voxrelay.workers.ownership import SINGLE, Ownership
 
 log = logging.getLogger(__name__)
+
+_SHUTDOWN_STEP_SECONDS = 5.0
+
+
+async def _shutdown_step(
+    name: str, step: Coroutine[Any, Any, Any], seconds: float = _SHUTDOWN_STEP_SECONDS
+) -> None:
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.error(
+            "shutting down: %s did not finish within %g s; going on without it", name, seconds
+        )
+    except Exception:
+        log.exception("shutting down: %s failed; going on", name)
 
 
 def create_app(
@@ -95,15 +110,17 @@ def create_app(
         try:
             yield
         finally:
-            await revocations.close()
-            await registry.end_all("server_shutdown")
+            # Each step bounded: a process told to stop exits, and its log names a
+            # step that hung rather than going quiet.
+            await _shutdown_step("revocation checks", revocations.close())
+            await _shutdown_step("ending sessions", registry.end_all("server_shutdown"), 20)
             if cluster is not None:
-                await cluster.leave()
+                await _shutdown_step("leaving the cluster", cluster.leave())
             if peers is not None:
-                await peers.close()
+                await _shutdown_step("the workers' link", peers.close())
             if redis is not None:
-                await redis.aclose()
-            await store.close()
+                await _shutdown_step("Redis", redis.aclose())
+            await _shutdown_step("the database", store.close())
 
     app = FastAPI(
         title="voxrelay",
