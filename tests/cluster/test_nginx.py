@@ -238,8 +238,13 @@ async def test_commit_text_and_end_through_nginx_reach_the_session_from_either_n
         cid = session["conversationId"]
         await client.upload(cid, speech)
         await client.commit(cid)
+        # Each answer stored before the next turn: a turn that comes sooner cuts the
+        # answer still being spoken short, as a user talking over it would.
+        await _messages(balanced.url, balanced.token, cid, 2)
         await client.text(cid, "and then turn left")
+        await _messages(balanced.url, balanced.token, cid, 4)
         await client.text(cid, "and then stop")
+        await _messages(balanced.url, balanced.token, cid, 6)
         assert (await client.get_session(session["id"]))["status"] == "active"
         assert (await client.end(cid))["status"] == "ended"
     messages = await _messages(balanced.url, balanced.token, cid, 6)
