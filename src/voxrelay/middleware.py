@@ -37,25 +37,78 @@ class BodyIdleTimeout:
         if scope["type"] != "http" or self.seconds <= 0:
             await self.app(scope, receive, send)
             return
-        seconds = self.seconds
-        body_done = False
+        deadline = _BodyDeadline(receive, self.seconds)
+        try:
+            await self.app(scope, deadline.receive, send)
+        finally:
+            deadline.stop()
 
-        async def timed_receive() -> Message:
-            nonlocal body_done
-            if body_done:
-                return await receive()  # waiting for a disconnect, not for a body
-            try:
-                async with asyncio.timeout(seconds):
-                    message = await receive()
-            except TimeoutError:
+
+class _BodyDeadline:
+    """One timer for a request (not one per chunk of a long upload, 50 a second): it
+    goes off ``seconds`` after the wait that is still going on began, re-armed from
+    there when a wait ended and another began meanwhile."""
+
+    __slots__ = (
+        "_body_done",
+        "_expired",
+        "_handle",
+        "_loop",
+        "_receive",
+        "_seconds",
+        "_since",
+        "_task",
+    )
+
+    def __init__(self, receive: Receive, seconds: float) -> None:
+        self._receive = receive
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._since: float | None = None  # when the current wait began, while it lasts
+        self._task: asyncio.Task[Any] | None = None
+        self._expired = False
+        self._body_done = False
+
+    async def receive(self) -> Message:
+        if self._body_done:
+            return await self._receive()  # waiting for a disconnect, not for a body
+        self._since = now = self._loop.time()
+        self._task = asyncio.current_task()
+        if self._handle is None:
+            self._handle = self._loop.call_at(now + self._seconds, self._check)
+        try:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            task = self._task
+            if self._expired and task is not None and task.uncancel() == 0:
                 raise RequestTimeout(
-                    f"the request body sent nothing for {seconds:g} s; send it again"
+                    f"the request body sent nothing for {self._seconds:g} s; send it again"
                 ) from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
+            raise
+        finally:
+            self._since = None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._body_done = True
+            self.stop()
+        return message
 
-        await self.app(scope, timed_receive, send)
+    def _check(self) -> None:
+        self._handle = None
+        since = self._since
+        if since is None:
+            return  # not waiting: the next wait arms it again
+        due = since + self._seconds
+        if self._loop.time() >= due and self._task is not None:
+            self._expired = True
+            self._task.cancel()
+            return
+        self._handle = self._loop.call_at(due, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class JsonErrorBodies:
