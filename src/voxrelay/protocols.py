@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -35,6 +36,14 @@ from voxrelay.errors import code_for, error_body
 
 # The scope extension under which an accepted WebSocket offers ``send_now``.
 SEND_NOW = "voxrelay.websocket.send_now"
+SendNow = Callable[[str | bytes], bool]
+
+
+def send_now_of(scope: Mapping[str, Any]) -> SendNow | None:
+    """A WebSocket's synchronous send (``JsonRefusalsWebSocketProtocol.send_now``),
+    where the server running the app offers one."""
+    send_now: SendNow | None = scope.get("extensions", {}).get(SEND_NOW)
+    return send_now
 
 
 def _json_error(status: int, message: str) -> bytes:

@@ -11,7 +11,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from voxrelay.exceptions import (
 from voxrelay.openai_realtime.errors import error_event
 from voxrelay.openai_realtime.protocol import CLIENT_EVENTS, SAMPLE_RATE, Dialect
 from voxrelay.openai_realtime.translation import server_event
-from voxrelay.protocols import SEND_NOW
+from voxrelay.protocols import SendNow, send_now_of
 from voxrelay.providers.base import SessionOptions
 from voxrelay.sessions import Directory, LiveSession, Reads
 from voxrelay.transports.openai_ws.close_codes import (
@@ -73,11 +73,9 @@ class Connection:
         # frame is written, the relay latency is measured from it.
         self.outbox: asyncio.Queue[str | _Close | float] = asyncio.Queue()
         self._marks = 0  # floats in the outbox
-        # The server's synchronous send (``protocols.SEND_NOW``), used while the
-        # sender waits on an empty outbox: then a frame written at once keeps the order.
-        self._send_now: Callable[[str], bool] | None = websocket.scope.get("extensions", {}).get(
-            SEND_NOW
-        )
+        # The server's synchronous send, used while the sender waits on an empty
+        # outbox: then a frame written at once keeps the order.
+        self._send_now: SendNow | None = send_now_of(websocket.scope)
         self._sender_idle = False
         # When the client event being handled arrived (the relay latency of its audio).
         self.received_at = 0.0

@@ -30,14 +30,14 @@ import importlib.metadata
 import inspect
 import logging
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 import socketio
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from voxrelay.protocols import SEND_NOW
+from voxrelay.protocols import SendNow, send_now_of
 from voxrelay.transports.socketio.framing import frame_problem
 from voxrelay.transports.socketio.inbound import tell
 
@@ -72,8 +72,7 @@ def install(sio: socketio.AsyncServer, limit: int) -> bool:
                 return result
             self.asgi_receive = environ["asgi.receive"]
             self.asgi_send = environ["asgi.send"]
-            # The server's synchronous send (``protocols.SEND_NOW``), where it offers one.
-            self.send_now = environ["asgi.scope"].get("extensions", {}).get(SEND_NOW)
+            self.send_now = send_now_of(environ["asgi.scope"])
             await self.asgi_send({"type": "websocket.accept"})
             await _Connection(sio, socket, self, limit).run()
             return ""  # the response was the websocket itself
@@ -154,9 +153,7 @@ class _Writer:
     """A socket's packets to its websocket, in order. Installed as the socket's
     ``send``; keeps python-engineio's checks before each packet."""
 
-    def __init__(
-        self, socket: Any, send: Any, send_now: Callable[[str | bytes], bool] | None = None
-    ) -> None:
+    def __init__(self, socket: Any, send: Any, send_now: SendNow | None = None) -> None:
         self._socket = socket
         self._queue: asyncio.Queue[Any] = socket.queue
         self._send = send
