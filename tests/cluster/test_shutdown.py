@@ -7,21 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 from services import require_program_or_skip
-
-VOXRELAY = str(Path(sys.executable).with_name("voxrelay"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from test_cluster import VOXRELAY, _free_port
 
 
 def _wait_for(condition: object, seconds: float, what: str) -> None:

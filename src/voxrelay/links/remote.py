@@ -214,7 +214,7 @@ class RemoteSession:
         if received_at:  # an audio append: on its way, like send_audio
             if not self.active:
                 raise SessionEnded()
-            self.pace.take(len(event.get("audio") or "") * 3 // 4, self.input_rate)
+            self.pace.take_base64(len(event.get("audio") or ""), self.input_rate)
             header: Header = {"op": "raw", "session": self.id, "transport": transport}
             if self._link.same_clock:
                 header["at"] = received_at

@@ -41,6 +41,10 @@ class AudioPace:
         the session paces what it relays the same way."""
         return self._factor, self._burst
 
+    def take_base64(self, encoded_length: int, rate: int) -> None:
+        """``take`` for audio still in base64 (an append's ``audio``), by its length."""
+        self.take(encoded_length * 3 // 4, rate)
+
     def take(self, byte_count: int, rate: int) -> None:
         """Count ``byte_count`` bytes of PCM16 at ``rate`` Hz, or refuse them with
         ``AudioTooFast`` (they are then not counted)."""

@@ -277,7 +277,7 @@ class Session:
             # An audio append: the hot path, kept as flat as ``send_audio``.
             if not self.active:
                 raise SessionEnded()
-            self.pace.take(len(event.get("audio") or "") * 3 // 4, self.input_rate)
+            self.pace.take_base64(len(event.get("audio") or ""), self.input_rate)
             async with self._order:
                 if not self.active:
                     raise SessionEnded()
