@@ -4,10 +4,15 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from harness import RunningServer
 from node import CLIENT, JS_DIR, PACKAGES
+from raw import RawSocket
 from sock import Sock
+
+from voxrelay.client import VoxrelayClient
 
 
 @pytest.fixture
@@ -25,6 +30,25 @@ async def socks() -> AsyncIterator[Callable[[str], Sock]]:
             await sock.close()
         except Exception:
             pass
+
+
+@pytest.fixture
+async def raw(server: RunningServer) -> AsyncIterator[Callable[[], Any]]:
+    """Raw websocket clients joined to a new session each; all closed at the end."""
+    made: list[RawSocket] = []
+    token = await server.token()
+
+    async def make() -> RawSocket:
+        async with VoxrelayClient(server.url, token) as client:
+            session = await client.create_session()
+        sock = await RawSocket.open(server.url, token)
+        made.append(sock)
+        assert (await sock.call("join-session", {"sessionId": session["id"]}))["ok"]
+        return sock
+
+    yield make
+    for sock in made:
+        await sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,28 +16,7 @@ from harness import RunningServer
 from raw import NS, PollingSocket, RawSocket
 from websockets.asyncio.client import connect
 
-from voxrelay.client import VoxrelayClient
-
 PLACEHOLDER = {"_placeholder": True, "num": 0}
-
-
-@pytest.fixture
-async def raw(server: RunningServer) -> AsyncIterator[Callable[[], Any]]:
-    """Raw websocket clients joined to a new session each; all closed at the end."""
-    made: list[RawSocket] = []
-    token = await server.token()
-
-    async def make() -> RawSocket:
-        async with VoxrelayClient(server.url, token) as client:
-            session = await client.create_session()
-        sock = await RawSocket.open(server.url, token)
-        made.append(sock)
-        assert (await sock.call("join-session", {"sessionId": session["id"]}))["ok"]
-        return sock
-
-    yield make
-    for sock in made:
-        await sock.close()
 
 
 def _no_server_errors(caplog: pytest.LogCaptureFixture) -> None:

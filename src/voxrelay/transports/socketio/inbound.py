@@ -12,7 +12,12 @@ before they are drops it.
 A complete binary packet, parsed here already, goes straight to python-socketio's
 event (or ack) dispatch, for the python-socketio versions this was checked
 against (``CHECKED_SOCKETIO_VERSIONS``): handing it the packet's frames again
-would parse them a second time. Other versions get the frames again.
+would parse them a second time. Other versions get the frames again. The packet
+a client streams audio with, a binary event with no ack id whose data is its
+name and one attachment (``451-/realtime,["audio-chunk",{"_placeholder":true,"num":0}]``,
+the same text every 20 ms), is parsed once per distinct text (``_Streamed``): its
+attachment then goes to the dispatch as the event's argument, as python-socketio
+would put it in.
 """
 
 from __future__ import annotations
@@ -37,14 +42,43 @@ SOCKETIO_VERSION = importlib.metadata.version("python-socketio")
 _INCOMPLETE = "a binary packet's attachments did not all arrive before the next packet; dropped"
 
 
+# Distinct texts of streamed binary events remembered (a client sends one text).
+_MAX_STREAMED = 64
+_PLACEHOLDER = {"_placeholder": True, "num": 0}
+
+
 @dataclass(eq=False)
 class _Pending:
     """A binary packet waiting for its attachments."""
 
     head: str
-    packet: sio_packet.Packet
+    packet: sio_packet.Packet | None  # None: a ``_Streamed`` event's
     size: int
     parts: list[bytes] = field(default_factory=list)
+    streamed: _Streamed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Streamed:
+    """A binary event with no ack id whose data is ``[name, <one attachment>]``."""
+
+    namespace: str | None
+    name: str
+
+    @classmethod
+    def of(cls, packet: sio_packet.Packet) -> _Streamed | None:
+        data = packet.data
+        if (
+            packet.packet_type == sio_packet.BINARY_EVENT
+            and packet.id is None
+            and packet.attachment_count == 1
+            and isinstance(data, list)
+            and len(data) == 2
+            and isinstance(data[0], str)
+            and data[1] == _PLACEHOLDER
+        ):
+            return cls(packet.namespace, data[0])
+        return None
 
 
 async def tell(sio: socketio.AsyncServer, eio_sid: str, code: str, message: str) -> bool:
@@ -74,6 +108,7 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
     handle_disconnect = eio.handlers["disconnect"]
     pending: dict[str, _Pending] = {}
     dispatch_parsed = SOCKETIO_VERSION in CHECKED_SOCKETIO_VERSIONS
+    streamed: dict[str, _Streamed] = {}
 
     async def refuse(eio_sid: str, code: str, message: str) -> None:
         if not await tell(sio, eio_sid, code, message):
@@ -89,6 +124,10 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
             await refuse(eio_sid, "invalid_request", _MALFORMED)
 
     async def announce(eio_sid: str, data: str) -> None:
+        known = streamed.get(data)
+        if known is not None:
+            pending[eio_sid] = _Pending(data, None, len(data), streamed=known)
+            return
         try:
             head = sio.packet_class(encoded_packet=data)
         except Exception:
@@ -98,6 +137,12 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
             await refuse(
                 eio_sid, "invalid_request", "a binary packet must announce its attachments"
             )
+            return
+        if dispatch_parsed and (kind := _Streamed.of(head)) is not None:
+            if len(streamed) >= _MAX_STREAMED:
+                streamed.clear()
+            streamed[data] = kind
+            pending[eio_sid] = _Pending(data, None, len(data), streamed=kind)
             return
         pending[eio_sid] = _Pending(data, head, len(data))
 
@@ -112,31 +157,41 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
             message = f"a packet with its attachments must be at most {max_payload_bytes} bytes"
             await refuse(eio_sid, "payload_too_large", message)
             return
+        kind = waiting.streamed
+        if kind is not None:
+            del pending[eio_sid]
+            await dispatch(eio_sid, kind.namespace, None, [kind.name, data])
+            return
+        packet = waiting.packet
+        assert packet is not None
         waiting.parts.append(data)
-        if len(waiting.parts) < waiting.packet.attachment_count:
+        if len(waiting.parts) < packet.attachment_count:
             return
         del pending[eio_sid]
         try:
             # python-socketio would stay waiting if these failed it half-way.
             for part in waiting.parts:
-                waiting.packet.add_attachment(part)
+                packet.add_attachment(part)
         except Exception:
             await refuse(eio_sid, "invalid_request", _MALFORMED)
             return
         if dispatch_parsed:
-            await dispatch(eio_sid, waiting.packet)
+            event = packet.packet_type == sio_packet.BINARY_EVENT
+            await dispatch(eio_sid, packet.namespace, packet.id, packet.data, event=event)
         else:
             await hand_on(eio_sid, waiting.head, *waiting.parts)
 
-    async def dispatch(eio_sid: str, packet: sio_packet.Packet) -> None:
-        """What python-socketio does with a binary packet once complete."""
+    async def dispatch(
+        eio_sid: str, namespace: str | None, id: int | None, data: Any, *, event: bool = True
+    ) -> None:
+        """What python-socketio does with a binary event (or ack) once complete."""
         try:
-            if not sio.manager.sid_from_eio_sid(eio_sid, packet.namespace or "/"):
+            if not sio.manager.sid_from_eio_sid(eio_sid, namespace or "/"):
                 raise ValueError("Unexpected binary packet")
-            if packet.packet_type == sio_packet.BINARY_EVENT:
-                await sio._handle_event(eio_sid, packet.namespace, packet.id, packet.data)
+            if event:
+                await sio._handle_event(eio_sid, namespace, id, data)
             else:
-                await sio._handle_ack(eio_sid, packet.namespace, packet.id, packet.data)
+                await sio._handle_ack(eio_sid, namespace, id, data)
         except Exception as error:
             log.debug("socket.io packet not understood: %s: %s", type(error).__name__, error)
             await refuse(eio_sid, "invalid_request", _MALFORMED)
