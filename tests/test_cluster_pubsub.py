@@ -68,6 +68,11 @@ async def test_a_cut_subscription_is_made_again(redis: Redis) -> None:
     try:
         await redis.publish(inbox, b"before")
         await wait_until(lambda: got == [b"before"])
+        # The publisher's name is set by a command ``start`` does not wait the answer of.
+        for _ in range(250):
+            if len([c for c in await redis.client_list() if c.get("name") == name]) == 2:
+                break
+            await asyncio.sleep(0.02)
         assert await _kill_named(redis, name) == 2  # subscriber and publisher
         # Publishing while cut is dropped quietly, not an error.
         receiver.publish(inbox, b"to myself while cut")

@@ -1,6 +1,10 @@
-"""Settings from the environment and from ``voxrelay serve`` flags: the database ones."""
+"""Settings from the environment and from ``voxrelay serve`` flags, and the defaults the
+README gives them."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +149,18 @@ def test_limits_per_user_are_off_by_default_and_refuse_negatives() -> None:
     for name in names:
         with pytest.raises(ValueError, match=f"{name} must be 0 or more"):
             Settings(**{name: -1})
+
+
+def test_the_readme_settings_table_gives_each_default_the_server_has() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `VOXRELAY_([A-Z0-9_]+)` \| `([^`]*)` \|", readme, re.M)
+    assert len(rows) > 30, "the README's settings table was not found"
+    defaults = Settings()
+    for name, shown in rows:
+        value = getattr(defaults, name.lower())
+        if isinstance(value, bool):
+            assert parse_bool(shown) is value, name
+        elif isinstance(value, int | float):
+            assert type(value)(shown) == value, name
+        else:
+            assert shown == ("" if value is None else str(value)), name

@@ -111,7 +111,9 @@ class Settings:
     # Of it, the newest events kept in memory (bytes of JSON); older ones are spooled
     # to an unlinked file in ``replay_spool_dir`` (None: the OS's temporary
     # directory) and read back only for a listener that fell behind. 0: all in memory.
-    replay_memory_bytes: int = 64 << 10
+    # A quarter second of answer audio: a listener that keeps up takes each event as
+    # it comes, and a larger tail cost streaming sessions memory for no CPU saved.
+    replay_memory_bytes: int = 16 << 10
     replay_spool_dir: str | None = None
     # Of the user's turn in progress (kept to be sent again to a new upstream link),
     # the audio kept in memory only; a longer turn goes to a ring file in
