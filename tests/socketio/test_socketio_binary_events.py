@@ -88,3 +88,18 @@ async def test_other_binary_events_are_parsed_by_python_socketio_and_answered(
     ]
     assert binary_heads_parsed.count(unknown[1:]) <= 1
     assert f"51-{NS},3{json.dumps(head)}" in binary_heads_parsed
+
+
+async def test_a_long_streamed_packet_is_parsed_each_time_not_remembered(
+    raw: Callable[[], Any], binary_heads_parsed: list[str]
+) -> None:
+    sock: RawSocket = await raw()
+    # The shape of a streamed chunk under a name far longer than any client's: what
+    # is remembered stays small whatever the payload limit lets through.
+    long = f'451-{NS},["{"x" * 2000}",{json.dumps(PLACEHOLDER)}]'
+    for _ in range(3):
+        await sock.send(long)
+        await sock.send(b"\0\0")
+    await sock._read_until(lambda: len(sock.inbox.of("error")) >= 3, 10)
+    assert [e["code"] for e in sock.inbox.of("error")] == ["invalid_request"] * 3
+    assert binary_heads_parsed.count(long[1:]) == 3

@@ -42,8 +42,11 @@ SOCKETIO_VERSION = importlib.metadata.version("python-socketio")
 _INCOMPLETE = "a binary packet's attachments did not all arrive before the next packet; dropped"
 
 
-# Distinct texts of streamed binary events remembered (a client sends one text).
+# Distinct texts of streamed binary events remembered (a client sends one text), and
+# the longest remembered: a client's event name is short, and a long one must not
+# make the memory of 64 packets as long as the payload limit allows.
 _MAX_STREAMED = 64
+_MAX_STREAMED_TEXT = 256
 _PLACEHOLDER = {"_placeholder": True, "num": 0}
 
 
@@ -139,9 +142,10 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
             )
             return
         if dispatch_parsed and (kind := _Streamed.of(head)) is not None:
-            if len(streamed) >= _MAX_STREAMED:
-                streamed.clear()
-            streamed[data] = kind
+            if len(data) <= _MAX_STREAMED_TEXT:
+                if len(streamed) >= _MAX_STREAMED:
+                    streamed.clear()
+                streamed[data] = kind
             pending[eio_sid] = _Pending(data, None, len(data), streamed=kind)
             return
         pending[eio_sid] = _Pending(data, head, len(data))
