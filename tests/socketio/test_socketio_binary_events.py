@@ -103,3 +103,19 @@ async def test_a_long_streamed_packet_is_parsed_each_time_not_remembered(
     await sock._read_until(lambda: len(sock.inbox.of("error")) >= 3, 10)
     assert [e["code"] for e in sock.inbox.of("error")] == ["invalid_request"] * 3
     assert binary_heads_parsed.count(long[1:]) == 3
+
+
+async def test_a_placeholder_python_socketio_refuses_is_refused_in_the_streamed_shape_too(
+    raw: Callable[[], Any],
+) -> None:
+    sock: RawSocket = await raw()
+    # ``num`` as a float: python-socketio cannot index the attachments with it.
+    await sock.send(f'451-{NS},["audio-chunk",{{"_placeholder":true,"num":0.0}}]')
+    await sock.send(b"\0\0")
+    await sock._read_until(lambda: len(sock.inbox.of("error")) >= 1, 10)
+    assert [e["code"] for e in sock.inbox.of("error")] == ["invalid_request"]
+    # The socket goes on: the usual chunk is taken.
+    await sock.send(f'451-{NS},5["audio-chunk",{json.dumps(PLACEHOLDER)}]')
+    await sock.send(b"\0\0")
+    await sock._read_until(lambda: 5 in sock.inbox.acks, 10)
+    assert sock.inbox.acks[5] == [{"ok": True, "bytesReceived": 2}]

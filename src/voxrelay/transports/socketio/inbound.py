@@ -78,10 +78,16 @@ class _Streamed:
             and isinstance(data, list)
             and len(data) == 2
             and isinstance(data[0], str)
-            and data[1] == _PLACEHOLDER
+            and _is_first_placeholder(data[1])
         ):
             return cls(packet.namespace, data[0])
         return None
+
+
+def _is_first_placeholder(value: Any) -> bool:
+    """Exactly ``{"_placeholder": true, "num": 0}``; anything else (``"num": 0.0``, which
+    python-socketio refuses, say) is left to python-socketio's own parsing."""
+    return value == _PLACEHOLDER and value["_placeholder"] is True and type(value["num"]) is int
 
 
 async def tell(sio: socketio.AsyncServer, eio_sid: str, code: str, message: str) -> bool:
