@@ -55,10 +55,9 @@ class _Pending:
     """A binary packet waiting for its attachments."""
 
     head: str
-    packet: sio_packet.Packet | None  # None: a ``_Streamed`` event's
+    packet: sio_packet.Packet | _Streamed  # a ``_Streamed`` one: parsed once, before
     size: int
     parts: list[bytes] = field(default_factory=list)
-    streamed: _Streamed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +134,7 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
     async def announce(eio_sid: str, data: str) -> None:
         known = streamed.get(data)
         if known is not None:
-            pending[eio_sid] = _Pending(data, None, len(data), streamed=known)
+            pending[eio_sid] = _Pending(data, known, len(data))
             return
         try:
             head = sio.packet_class(encoded_packet=data)
@@ -147,14 +146,12 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
                 eio_sid, "invalid_request", "a binary packet must announce its attachments"
             )
             return
-        if dispatch_parsed and (kind := _Streamed.of(head)) is not None:
-            if len(data) <= _MAX_STREAMED_TEXT:
-                if len(streamed) >= _MAX_STREAMED:
-                    streamed.clear()
-                streamed[data] = kind
-            pending[eio_sid] = _Pending(data, None, len(data), streamed=kind)
-            return
-        pending[eio_sid] = _Pending(data, head, len(data))
+        kind = _Streamed.of(head) if dispatch_parsed else None
+        if kind is not None and len(data) <= _MAX_STREAMED_TEXT:
+            if len(streamed) >= _MAX_STREAMED:
+                streamed.clear()
+            streamed[data] = kind
+        pending[eio_sid] = _Pending(data, kind or head, len(data))
 
     async def attachment(eio_sid: str, data: bytes) -> None:
         waiting = pending.get(eio_sid)
@@ -167,13 +164,11 @@ def guard_messages(sio: socketio.AsyncServer, max_payload_bytes: int) -> None:
             message = f"a packet with its attachments must be at most {max_payload_bytes} bytes"
             await refuse(eio_sid, "payload_too_large", message)
             return
-        kind = waiting.streamed
-        if kind is not None:
-            del pending[eio_sid]
-            await dispatch(eio_sid, kind.namespace, None, [kind.name, data])
-            return
         packet = waiting.packet
-        assert packet is not None
+        if isinstance(packet, _Streamed):
+            del pending[eio_sid]
+            await dispatch(eio_sid, packet.namespace, None, [packet.name, data])
+            return
         waiting.parts.append(data)
         if len(waiting.parts) < packet.attachment_count:
             return
