@@ -30,12 +30,16 @@ def _channel() -> bytes:
     return b"voxrelay-test:" + secrets.token_hex(4).encode()
 
 
+async def _named(redis: Redis, name: str) -> list[dict[str, str]]:
+    """The connections named ``name`` (this test's own, nobody else's)."""
+    return [client for client in await redis.client_list() if client.get("name") == name]
+
+
 async def _kill_named(redis: Redis, name: str) -> int:
-    """Cut the connections named ``name`` (this test's own, nobody else's)."""
+    """Cut the connections named ``name``."""
     killed = 0
-    for client in await redis.client_list():
-        if client.get("name") == name:
-            killed += await redis.execute_command("CLIENT", "KILL", "ID", client["id"]) or 0
+    for client in await _named(redis, name):
+        killed += await redis.execute_command("CLIENT", "KILL", "ID", client["id"]) or 0
     return killed
 
 
@@ -70,7 +74,7 @@ async def test_a_cut_subscription_is_made_again(redis: Redis) -> None:
         await wait_until(lambda: got == [b"before"])
         # The publisher's name is set by a command ``start`` does not wait the answer of.
         for _ in range(250):
-            if len([c for c in await redis.client_list() if c.get("name") == name]) == 2:
+            if len(await _named(redis, name)) == 2:
                 break
             await asyncio.sleep(0.02)
         assert await _kill_named(redis, name) == 2  # subscriber and publisher
@@ -80,7 +84,7 @@ async def test_a_cut_subscription_is_made_again(redis: Redis) -> None:
         async def reconnected() -> bool:
             # Both connections: the subscriber is made again first, the publisher
             # after it, and what is published before that is dropped.
-            named = [c for c in await redis.client_list() if c.get("name") == name]
+            named = await _named(redis, name)
             return len(named) == 2 and bool((await redis.pubsub_numsub(inbox))[0][1])
 
         for _ in range(250):
@@ -95,10 +99,10 @@ async def test_a_cut_subscription_is_made_again(redis: Redis) -> None:
         await receiver.close()
     # Closed means gone from Redis too.
     for _ in range(100):
-        if not any(c.get("name") == name for c in await redis.client_list()):
+        if not await _named(redis, name):
             break
         await asyncio.sleep(0.02)
-    assert not any(c.get("name") == name for c in await redis.client_list())
+    assert not await _named(redis, name)
 
 
 async def test_a_redis_user_and_password_are_used(redis: Redis) -> None:

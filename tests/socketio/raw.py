@@ -13,6 +13,9 @@ import httpx
 from sock import NS
 from websockets.asyncio.client import ClientConnection, connect
 
+# What a binary packet puts where its first attachment goes.
+PLACEHOLDER = {"_placeholder": True, "num": 0}
+
 
 def event(name: str, data: Any = None, ack: int | None = None) -> str:
     """The Engine.IO message of a Socket.IO event of the namespace."""

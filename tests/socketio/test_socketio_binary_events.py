@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from harness import RunningServer
 from prometheus_client import REGISTRY
-from raw import NS, RawSocket
+from raw import NS, PLACEHOLDER, RawSocket
 
-PLACEHOLDER = {"_placeholder": True, "num": 0}
 STREAMED = f'451-{NS},["audio-chunk",{json.dumps(PLACEHOLDER)}]'
 
 

@@ -13,10 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from harness import RunningServer
-from raw import NS, PollingSocket, RawSocket
+from raw import NS, PLACEHOLDER, PollingSocket, RawSocket
 from websockets.asyncio.client import connect
-
-PLACEHOLDER = {"_placeholder": True, "num": 0}
 
 
 def _no_server_errors(caplog: pytest.LogCaptureFixture) -> None:
