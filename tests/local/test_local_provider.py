@@ -179,11 +179,9 @@ async def test_real_speech_is_heard_and_answered_with_speech() -> None:
         "TranscriptDone",
         "ResponseDone",
     ]
-    to_text = got.time_of(heard[0]) - got.time_of(stopped[0])
-    to_audio = got.time_of(got.of(AudioDelta)[0]) - got.time_of(stopped[0])
-    print(f"\nspeech stopped -> user transcript {to_text * 1000:.0f} ms,", end=" ")
-    print(f"first audio {to_audio * 1000:.0f} ms")
-    assert to_text < 1.0 and to_audio < 1.5
+    # How soon after the end of speech the transcript and the answer come is measured
+    # by benchmarks/local_turn.py, not here: this process's first turn also waits for
+    # the speech model to load, which takes seconds on a slow machine.
     assert [(m.role, m.text) for m in provider.history] == [
         ("user", "go forward ten meters"),
         ("assistant", "You said: go forward ten meters"),
@@ -337,7 +335,6 @@ async def test_two_providers_do_not_hold_each_other_up() -> None:
     ticker = asyncio.create_task(tick())
     await hearing.send_audio(long_turn)  # nine seconds at once: a second or more of decoding
     await hearing.commit()
-    started = time.monotonic()
     await talking.send_text("item_typed", "One. Two. Three. Four. Five. Six. Seven. Eight.")
     answered = await talked.until(ResponseDone)
     answered_at = time.monotonic()
@@ -346,7 +343,6 @@ async def test_two_providers_do_not_hold_each_other_up() -> None:
     ticker.cancel()
     assert answered.status == "completed" and seconds(talked.audio()) > 3
     assert answered_at < recognised_at, "the answer waited for the other session's recognition"
-    assert answered_at - started < 1.0
     assert recall("go forward ten meters " * 3, transcript.text) > 0.5
     print(f"\nevent loop: max lag {max(lags) * 1000:.0f} ms while the other session decoded")
     assert max(lags) < 0.1, f"the event loop stalled {max(lags) * 1000:.0f} ms"
