@@ -190,3 +190,46 @@ def test_websocket_compression_benchmark_reports_its_cost_and_saving() -> None:
     ratio = float(line.split("bytes on the wire ")[1].split()[0])
     # Compressing costs more than framing alone, and real speech does shrink.
     assert deflate > plain > 0 and 0 < ratio < 1, line
+
+
+def test_resampler_benchmark_compares_bounded_pieces_with_whole_chunks(tmp_path: Path) -> None:
+    out = tmp_path / "resampler.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "resampler.py"), "--streams", "30"]
+    result = subprocess.run(
+        [*command, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert {(r["in_rate"], r["out_rate"], r["chunk_ms"]) for r in rows} == {
+        (a, b, ms) for a, b in ((16000, 24000), (24000, 16000)) for ms in (20, 200, 1000)
+    }
+    for row in rows:
+        for way in ("StreamResampler", "soxr whole"):
+            assert row[way]["us_per_audio_second"] > 0 and row[way]["kib_per_stream"] > 0, row
+    assert "memory ratio" in result.stdout
+
+
+@pytest.mark.alone  # real-time speech recognition, as in tests/local
+def test_local_turn_benchmark_reports_cold_and_warm_turns(tmp_path: Path) -> None:
+    out = tmp_path / "turn.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "local_turn.py"), "--processes", "1"]
+    result = subprocess.run(
+        [*command, "--turns", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["heard"] == ["go forward ten meters"]
+    for figure in ("to_transcript_ms", "to_first_audio_ms"):
+        assert report[figure]["cold"]["median"] > 0 and report[figure]["warm"]["median"] > 0
+        assert report[figure]["cold_over_warm"] > 0
+    [process] = report["processes"]
+    assert len(process["turns"]) == 2 and process["model_loaded_after_open_ms"] > 0
+    assert "cold/warm" in result.stdout

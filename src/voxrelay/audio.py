@@ -22,6 +22,8 @@ from voxrelay.events import AudioDelta
 
 SAMPLE_WIDTH = 2  # PCM16
 RESAMPLER_QUALITY = "QQ"
+# What a resampler is given at once: 20 ms at 24 kHz, a client's usual chunk.
+_PIECE_SAMPLES = 480
 
 
 class StreamResampler:
@@ -54,7 +56,15 @@ class StreamResampler:
         if not data or self._stream is None:
             return data
         samples = np.frombuffer(data, dtype="<i2")
-        return bytes(self._stream.resample_chunk(samples).astype("<i2", copy=False).data)
+        if len(samples) <= _PIECE_SAMPLES:
+            return _resampled(self._stream, samples)
+        # soxr's buffers grow to the largest chunk a stream is given and stay that size
+        # (about 20 bytes per input sample: a 1 s chunk would hold ~400 KiB for the rest
+        # of the session), so a long chunk goes through in pieces of a 20 ms chunk's size.
+        return b"".join(
+            _resampled(self._stream, samples[at : at + _PIECE_SAMPLES])
+            for at in range(0, len(samples), _PIECE_SAMPLES)
+        )
 
     def flush(self) -> bytes:
         """The samples still held by the filter, at the end of a stream."""
@@ -63,6 +73,10 @@ class StreamResampler:
             return b""
         tail = self._stream.resample_chunk(np.zeros(0, dtype="<i2"), last=True)
         return bytes(tail.astype("<i2", copy=False).data)
+
+
+def _resampled(stream: soxr.ResampleStream, samples: np.ndarray) -> bytes:
+    return bytes(stream.resample_chunk(samples).astype("<i2", copy=False).data)
 
 
 def duration_ms(byte_count: int, rate: int) -> float:
