@@ -110,8 +110,9 @@ def main() -> None:
                 f"{row[way]['kib_per_stream']:7.1f} KiB {row[way]['us_per_audio_second']:8.0f} µs/s"
                 for way in WAYS
             )
-            ratio = row[WAYS[0]]["kib_per_stream"] / row[WAYS[1]]["kib_per_stream"]
-            print(f"{in_rate}->{out_rate:<6} {chunk_ms:>5}ms   {cells}   {ratio:6.2f}x")
+            baseline = row[WAYS[1]]["kib_per_stream"]
+            ratio = f"{row[WAYS[0]]['kib_per_stream'] / baseline:6.2f}x" if baseline > 0 else "-"
+            print(f"{in_rate}->{out_rate:<6} {chunk_ms:>5}ms   {cells}   {ratio}")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
 
