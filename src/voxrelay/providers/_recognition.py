@@ -167,9 +167,7 @@ class DecoderPool:
         if self.initial_cmn is None:
             try:
                 warm_up = synthesize_blocking(_WARM_UP_TEXT, "en-US", None, rate=INPUT_RATE)
-                decoder.call("start", None)
-                decoder.call("feed", warm_up, False)
-                _, self.initial_cmn = decoder.call("finish")
+                self.initial_cmn = str(decoder.call("cepstral_mean", warm_up))
             except Exception:
                 log.warning("could not warm up the speech decoder", exc_info=True)
                 self.initial_cmn = decoder.cmn
