@@ -192,18 +192,21 @@ def test_websocket_compression_benchmark_reports_its_cost_and_saving() -> None:
     assert deflate > plain > 0 and 0 < ratio < 1, line
 
 
-def test_resampler_benchmark_compares_bounded_pieces_with_whole_chunks(tmp_path: Path) -> None:
-    out = tmp_path / "resampler.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "resampler.py"), "--streams", "30"]
+def _benchmark(name: str, *args: str, out: Path) -> tuple[str, Any]:
+    """What the benchmark printed, and the figures it wrote to ``out``."""
     result = subprocess.run(
-        [*command, "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / name), *args, "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    rows = json.loads(out.read_text())
+    return result.stdout, json.loads(out.read_text())
+
+
+def test_resampler_benchmark_compares_bounded_pieces_with_whole_chunks(tmp_path: Path) -> None:
+    stdout, rows = _benchmark("resampler.py", "--streams", "30", out=tmp_path / "resampler.json")
     assert {(r["in_rate"], r["out_rate"], r["chunk_ms"]) for r in rows} == {
         (a, b, ms) for a, b in ((16000, 24000), (24000, 16000)) for ms in (20, 200, 1000)
     }
@@ -212,26 +215,18 @@ def test_resampler_benchmark_compares_bounded_pieces_with_whole_chunks(tmp_path:
             # 30 streams may fit in memory freed before them: a number, not a figure.
             assert row[way]["us_per_audio_second"] > 0, row
             assert isinstance(row[way]["kib_per_stream"], float), row
-    assert "memory ratio" in result.stdout
+    assert "memory ratio" in stdout
 
 
 @pytest.mark.alone  # real-time speech recognition, as in tests/local
 def test_local_turn_benchmark_reports_cold_and_warm_turns(tmp_path: Path) -> None:
-    out = tmp_path / "turn.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "local_turn.py"), "--processes", "1"]
-    result = subprocess.run(
-        [*command, "--turns", "2", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    stdout, report = _benchmark(
+        "local_turn.py", "--processes", "1", "--turns", "2", out=tmp_path / "turn.json"
     )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
     assert report["heard"] == ["go forward ten meters"]
     for figure in ("to_transcript_ms", "to_first_audio_ms"):
         assert report[figure]["cold"]["median"] > 0 and report[figure]["warm"]["median"] > 0
         assert report[figure]["cold_over_warm"] > 0
     [process] = report["processes"]
     assert len(process["turns"]) == 2 and process["model_loaded_after_open_ms"] > 0
-    assert "cold/warm" in result.stdout
+    assert "cold/warm" in stdout
