@@ -193,6 +193,19 @@ class Turn:
     seconds: float = 0.0
 
 
+def _tracebacks(log: str) -> list[str]:
+    """Of each traceback in a text log, what was raised (its last line), so that a
+    failed run says what failed while its log is still there to be read."""
+    lines = log.splitlines()
+    raised = []
+    for index, line in enumerate(lines):
+        if "Traceback (most recent call last)" not in line:
+            continue
+        after = (later for later in lines[index + 1 :] if later and not later[0].isspace())
+        raised.append(next(after, "(the log ends inside it)"))
+    return raised
+
+
 @dataclass
 class Tally:
     counts: Counter[str] = field(default_factory=Counter)
@@ -566,9 +579,8 @@ class Soak:
             self.fake.stop()
         for problem in self.fake.validation_errors:
             self.tally.problem("protocol_errors", problem)
-        log = self.relay.log.read_text(errors="replace")
-        for _ in range(log.count("Traceback")):
-            self.tally.problem("server_failures", "a traceback in the server's log")
+        for raised in _tracebacks(self.relay.log.read_text(errors="replace")):
+            self.tally.problem("server_failures", f"a traceback in the server's log: {raised}")
         return self._summary(time.monotonic() - began)
 
     async def _every(self, kind: str, mean_seconds: float, act: Any) -> None:
