@@ -218,7 +218,6 @@ def test_resampler_benchmark_compares_bounded_pieces_with_whole_chunks(tmp_path:
     assert "memory ratio" in stdout
 
 
-@pytest.mark.alone  # real-time speech recognition, as in tests/local
 def test_local_turn_benchmark_reports_cold_and_warm_turns(tmp_path: Path) -> None:
     stdout, report = _benchmark(
         "local_turn.py", "--processes", "1", "--turns", "2", out=tmp_path / "turn.json"
