@@ -10,8 +10,9 @@ from voxrelay.providers._speech import INPUT_RATE
 from voxrelay.providers._synthesis import synthesize_blocking
 
 
-def _recognised(decoder: DecoderProcess, pcm: bytes) -> tuple[str, str]:
-    decoder.call("start", None)
+def _recognised(decoder: DecoderProcess, pcm: bytes, cmn: str | None = None) -> tuple[str, str]:
+    """What ``decoder`` hears in ``pcm`` (starting from ``cmn``), and the mean it leaves."""
+    decoder.call("start", cmn)
     decoder.call("feed", pcm, False)
     text, cmn = decoder.call("finish")
     return text, cmn
@@ -43,9 +44,7 @@ def test_a_pool_measures_its_starting_mean_on_its_first_decoder() -> None:
         # cepstral coefficients.
         assert pool.initial_cmn != decoder.cmn and pool.initial_cmn.count(",") == 12
         speech, _ = read_pcm("goforward.raw")
-        decoder.call("start", pool.initial_cmn)
-        decoder.call("feed", speech, False)
-        assert decoder.call("finish")[0] == "go forward ten meters"
+        assert _recognised(decoder, speech, pool.initial_cmn)[0] == "go forward ten meters"
         pool.give(decoder)
         assert pool.created == 1  # the measured decoder was pooled, not thrown away
     finally:
